@@ -88,6 +88,11 @@ class MarketConfig(_Section):
     """Prefect task retries for a transient fetch fault (HTTP 429, network, empty result)."""
     fetch_backoff_seconds: float = Field(default=2.0, ge=0.0)
     """Base of the exponential backoff between fetch retries (2, 4, 8, ... seconds, jittered)."""
+    fetch_jitter_factor: float = Field(default=0.5, ge=0.0)
+    """Prefect `retry_jitter_factor`: each retry delay is stretched by up to this share at
+    random, so parallel ticker fetches that hit HTTP 429 together do not retry together."""
+    fetch_workers: int = Field(default=4, ge=1)
+    """Tickers fetched at once. Small: Yahoo rate-limits bursts of requests (HTTP 429)."""
     synthetic_seed: int = 7
     """Seed of the synthetic market; the same seed gives the same price paths."""
 
@@ -104,6 +109,9 @@ class SamplesConfig(_Section):
     """Cap on training samples (a deterministic subsample); None keeps all. CPU profiles cap it."""
     max_val_samples: int | None = Field(default=None, ge=1)
     """Cap on validation samples; None keeps all."""
+    comparisons_per_session: int = Field(default=6, ge=0)
+    """Ticker pairs compared per session (seeded choice, each over a seeded window): enough
+    to teach the comparison answer without letting the n*(n-1) pairs outnumber the rest."""
     system_prompt: str = (
         "You are niftytune, an assistant for the Indian stock market. Answer with the exact "
         "figures from the latest NSE/BSE data you were trained on. Index levels are in points, "
@@ -169,6 +177,10 @@ class TrainingConfig(_Section):
     packing: bool = False
     """Pack conversations into rows (padding-free, with per-sample position ids so attention
     never crosses a sample boundary). Worth it on GPU; off on CPU."""
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    """Attention kernel. `sdpa` and `eager` turn packed per-sample position ids into a
+    block-diagonal mask (transformers' packed-sequence detection), so packing stays exact;
+    `flash_attention_2` does the same with varlen kernels but needs the flash-attn package."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward: saves memory, costs ~30% speed."""
     use_liger_kernel: bool = False

@@ -1,0 +1,247 @@
+"""`Registry`: register, promote, roll back and prune adapter versions (README.md).
+
+Every write holds `registry.lock` and starts by cleaning up after any writer that crashed
+(staging leftovers, a temp pointer, a torn ledger line, a move the ledger missed).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import uuid
+from dataclasses import asdict, is_dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .atomic import copy_file_durably, fsync_dir, sha256_file, write_atomic
+from .format import (ADAPTER_WEIGHTS, CHAMPION_EVENTS, CHAMPION_FILE, CHAMPION_TEMP_PREFIX, FORMAT_FILE,
+                     FORMAT_TEXT, FORMAT_VERSION, MANIFEST_FILE, STAGING_DIR, TOKENIZER_FILES, VERSIONS_DIR,
+                     ChampionPointer, DecisionRecord, FileRecord, LedgerEntry, Lineage, Manifest,
+                     RegistryIntegrityError, dump_record, format_version_id, version_seq)
+from .lock import RegistryLock
+from .queries import RegistryView, VersionInfo
+from .verify import files_to_register, verify_version_dir
+
+log = logging.getLogger(__name__)
+
+CRASH_ENV = "NIFTYTUNE_REGISTRY_CRASH_AT"
+"""Test hook: the step name at which a writer SIGKILLs itself (see CRASH_STEPS)."""
+CRASH_STEPS = ("mid-copy", "after-version-rename", "after-register-entry", "pointer-temp-written",
+               "before-pointer-replace", "after-pointer-replace")
+ANY_CHAMPION = object()
+LIBRARIES = ("torch", "transformers", "peft", "safetensors", "tokenizers", "trl", "bitsandbytes")
+
+
+class ChampionChangedError(RegistryIntegrityError):
+    """The champion moved between scoring and registration; the decision is stale."""
+
+
+def _checkpoint(step: str) -> None:
+    """Named points of a write; the crash tests kill the process here, the concurrency test
+    records times here."""
+    if os.environ.get(CRASH_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pointer_checkpoint(step: str) -> None:
+    """`write_atomic`'s steps, named as the crash tests know them for the pointer swap."""
+    _checkpoint({"temp-written": "pointer-temp-written", "before-replace": "before-pointer-replace",
+                 "after-replace": "after-pointer-replace"}[step])
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _hash_tokenizer(folder: Path) -> tuple[str, str | None]:
+    """sha256 over the tokenizer files (name and content), and of the chat template text."""
+    import hashlib
+    import json
+    digest = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        if (folder / name).is_file():
+            digest.update(name.encode() + b"\0" + sha256_file(folder / name).encode() + b"\n")
+    template = None
+    if (folder / "chat_template.jinja").is_file():
+        template = (folder / "chat_template.jinja").read_text()
+    elif (folder / "tokenizer_config.json").is_file():
+        template = json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template")
+    template_hash = hashlib.sha256(str(template).encode()).hexdigest() if template else None
+    return digest.hexdigest(), template_hash
+
+
+class Registry(RegistryView):
+    """The adapter registry under `home/registry`: the queries of RegistryView, and the writes."""
+
+    def __init__(self, home: str | Path, *, lock_timeout: float = 30.0):
+        super().__init__(home)
+        self.lock_timeout = lock_timeout
+
+    # ---- writes --------------------------------------------------------------------------
+
+    def _writing(self) -> RegistryLock:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return RegistryLock(self.root, self.lock_timeout)
+
+    def _prepare(self) -> None:
+        """Under the lock: create the layout, clean up after a crashed writer."""
+        if not self._check_format():
+            write_atomic(self.root / FORMAT_FILE, FORMAT_TEXT.encode())
+        for sub in (STAGING_DIR, VERSIONS_DIR):
+            (self.root / sub).mkdir(exist_ok=True)
+        for leftover in (self.root / STAGING_DIR).iterdir():
+            log.warning("removing %s left by an interrupted registry write", leftover)
+            shutil.rmtree(leftover)
+        for temp in self.root.glob(CHAMPION_TEMP_PREFIX + "*"):
+            log.warning("removing %s left by an interrupted pointer swap", temp)
+            temp.unlink()
+        if self.ledger.repair():
+            self._log("recover", "removed a torn last ledger line left by an interrupted write")
+        self._reconcile_ledger()
+
+    def _reconcile_ledger(self) -> None:
+        """Record versions and pointer moves that a crash kept out of the ledger."""
+        entries = self.ledger.read()
+        registered = {e.version for e in entries if e.event == "register"}
+        for info in self.list():
+            if info.version not in registered:
+                self._log("register", "recovered: registration was interrupted before its ledger entry; "
+                          "the champion pointer was not moved by it", version=info.version,
+                          decision=info.manifest.decision, previous=info.manifest.parent)
+        pointer = self.pointer()
+        moves = [e for e in entries if e.event in CHAMPION_EVENTS]
+        if pointer and (not moves or (moves[-1].version, moves[-1].time) != (pointer.version, pointer.since)):
+            self._log("promote", f"recovered: pointer moved before its ledger entry ({pointer.reason})",
+                      version=pointer.version, previous=pointer.previous, time=pointer.since)
+
+    def _log(self, event: str, reason: str, *, time: datetime | None = None, **fields: Any) -> None:
+        self.ledger.append(LedgerEntry(time=time or _now(), event=event, reason=reason, pid=os.getpid(),
+                                       host=socket.gethostname(), **fields))
+
+    def _move_pointer(self, version: str, reason: str, event: str) -> None:
+        """Swap champion.json atomically, then record the move in the ledger."""
+        previous = self.pointer()
+        pointer = ChampionPointer(format=FORMAT_VERSION, version=version, since=_now(), reason=reason,
+                                  previous=previous.version if previous else None)
+        write_atomic(self.root / CHAMPION_FILE, dump_record(pointer), temp_prefix=CHAMPION_TEMP_PREFIX,
+                     before_replace=_pointer_checkpoint)
+        self._log(event, reason, version=version, previous=pointer.previous, time=pointer.since)
+
+    def register(self, adapter_dir: str | Path, manifest_fields: dict[str, Any], decision: Any, *,
+                 promote: bool, expected_champion: Any = ANY_CHAMPION) -> VersionInfo:
+        """Store an evaluated adapter as a new immutable version with its decision; move the
+        champion pointer to it when `promote`. `expected_champion` (a version id or None), when
+        given, must still be the champion, else ChampionChangedError (the decision is stale)."""
+        record = DecisionRecord.model_validate(asdict(decision) if is_dataclass(decision) else dict(decision))
+        if record.promote != promote:
+            raise ValueError(f"promote={promote} contradicts the decision ({record.promote}: {record.reason})")
+        lineage = Lineage.model_validate(manifest_fields)
+        sources = files_to_register(Path(adapter_dir))
+        with self._writing():
+            _checkpoint("locked")
+            self._prepare()
+            parent = self.pointer()
+            parent_id = parent.version if parent else None
+            if expected_champion is not ANY_CHAMPION and expected_champion != parent_id:
+                raise ChampionChangedError(f"the decision was made against champion {expected_champion}, "
+                                           f"but the champion is now {parent_id}; score again")
+            version = self._stage_and_rename(sources, lineage, record, parent_id)
+            self._log("register", record.reason, version=version, decision=record, previous=parent_id)
+            _checkpoint("after-register-entry")
+            if promote:
+                self._move_pointer(version, record.reason, "promote")
+            _checkpoint("unlocking")
+        return self.get(version)
+
+    def _stage_and_rename(self, sources: list[Path], lineage: Lineage, decision: DecisionRecord,
+                          parent: str | None) -> str:
+        """Copy into staging/<uuid>, hash, write and check the manifest, rename into versions/."""
+        staging = self.root / STAGING_DIR / uuid.uuid4().hex
+        staging.mkdir()
+        files = {}
+        for source in sources:
+            before = sha256_file(source)
+            digest = copy_file_durably(source, staging / source.name)
+            if digest != before:
+                raise RegistryIntegrityError(f"{source} changed while it was being copied")
+            files[source.name] = FileRecord(sha256=digest, size=(staging / source.name).stat().st_size)
+            _checkpoint("mid-copy")
+        tokenizer_hash, template_hash = _hash_tokenizer(staging)
+        lineage = lineage.model_copy(update={
+            "tokenizer_hash": lineage.tokenizer_hash or tokenizer_hash,
+            "chat_template_hash": lineage.chat_template_hash or template_hash,
+            "library_versions": lineage.library_versions or _library_versions()})
+        version = format_version_id(self._next_seq(), lineage.session or _now().date(),
+                                    files[ADAPTER_WEIGHTS].sha256)
+        manifest = Manifest(format=FORMAT_VERSION, version=version, created=_now(), parent=parent,
+                            decision=decision, files=files, lineage=lineage)
+        write_atomic(staging / MANIFEST_FILE, dump_record(manifest))
+        problems = verify_version_dir(staging, version)
+        if problems:
+            raise RegistryIntegrityError(f"staged version {version} failed its check: {problems}")
+        os.rename(staging, self.root / VERSIONS_DIR / version)
+        fsync_dir(self.root / VERSIONS_DIR)
+        fsync_dir(self.root / STAGING_DIR)
+        _checkpoint("after-version-rename")
+        return version
+
+    def _next_seq(self) -> int:
+        """One past every sequence number ever used, pruned versions included."""
+        used = [version_seq(i.version) for i in self.list()]
+        used += [version_seq(v) for e in self.ledger.read() for v in [e.version, *e.versions] if v]
+        return max(used, default=0) + 1
+
+    def rollback(self, version: str, reason: str) -> VersionInfo:
+        """Point the champion back at an earlier promoted version (verified first); logged."""
+        if not reason.strip():
+            raise ValueError("a rollback needs a reason")
+        with self._writing():
+            self._prepare()
+            target = self.get(version)
+            problems = self.verify_version(version)
+            if problems:
+                raise RegistryIntegrityError(f"cannot roll back to {version}: {problems}")
+            current = self.pointer()
+            if current and current.version == version:
+                raise ValueError(f"{version} is already the champion")
+            was_champion = any(e.version == version for e in self.history() if e.event in CHAMPION_EVENTS)
+            if not (target.promoted or was_champion):
+                raise ValueError(f"{version} was rejected by the gate and never champion; not rolling back to it")
+            self._move_pointer(version, reason, "rollback")
+        return target
+
+    def prune(self, keep_promoted: int, keep_rejected: int) -> list[str]:
+        """Delete all but the champion, the last `keep_promoted` promoted and the last
+        `keep_rejected` rejected versions; logged. Returns the pruned ids."""
+        with self._writing():
+            self._prepare()
+            pointer = self.pointer()
+            versions = self.list()
+            promoted = [v.version for v in versions if v.promoted and (not pointer or v.version != pointer.version)]
+            rejected = [v.version for v in versions if not v.promoted]
+            doomed = promoted[:max(len(promoted) - keep_promoted, 0)] + rejected[:max(len(rejected) - keep_rejected, 0)]
+            if not doomed:
+                return []
+            self._log("prune", f"retention: keep the champion, the last {keep_promoted} promoted and the "
+                      f"last {keep_rejected} rejected", versions=sorted(doomed, key=version_seq))
+            for version in doomed:  # out of versions/ in one rename, then deleted
+                trash = self.root / STAGING_DIR / f"pruned-{version}-{uuid.uuid4().hex[:8]}"
+                os.rename(self.root / VERSIONS_DIR / version, trash)
+                fsync_dir(self.root / VERSIONS_DIR)
+                shutil.rmtree(trash)
+        return sorted(doomed, key=version_seq)
+
+
+def _library_versions() -> dict[str, str]:
+    import platform
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found

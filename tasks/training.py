@@ -1,0 +1,275 @@
+"""Train a fresh LoRA (or QLoRA) adapter on a sample set, with early stopping on validation loss.
+
+    cand = train_adapter(home, load_config("cpu"), samples)
+    cand.adapter_dir        # runs/<run-id>/adapter: adapter_model.safetensors, adapter_config.json,
+                            # tokenizer + chat template, training.json (what was trained, on what, how)
+
+Conversations are tokenized once by `tasks.chat.tokenize_conversation`, so the loss is taken over
+exactly the assistant tokens that scoring uses; trl's SFTTrainer receives the pre-tokenized
+`input_ids` + `completion_mask` columns and folds the mask into its labels.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tasks.base_model import (BaseModelRef, build_bnb_config, default_device, load_base,
+                              resolve_base_model, resolve_compute_dtype)
+from tasks.chat import tokenize_conversation
+from tasks.config import Config, TrainingConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Candidate", "NonFiniteLossError", "TrainingError", "build_bnb_config", "build_lora_config",
+           "build_sft_config", "train_adapter"]
+
+ADAPTER_DIR = "adapter"
+CHECKPOINTS_DIR = "checkpoints"
+TRAINING_JSON = "training.json"
+VERSIONED_LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets")
+
+
+class TrainingError(RuntimeError):
+    """Training could not produce an adapter (empty data, nothing evaluated, ...)."""
+
+
+class NonFiniteLossError(TrainingError):
+    """The training or validation loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained adapter, as evaluated on the validation set during training."""
+
+    run_id: str
+    run_dir: Path
+    adapter_dir: Path
+    training_json: Path
+    best_eval_loss: float
+    initial_eval_loss: float
+    best_step: int
+    base: BaseModelRef
+
+
+def build_lora_config(training: TrainingConfig) -> "LoraConfig":
+    """LoRA on the configured projections of a causal LM."""
+    from peft import LoraConfig
+
+    targets = training.target_modules if isinstance(training.target_modules, str) else list(training.target_modules)
+    return LoraConfig(r=training.lora_r, lora_alpha=training.lora_alpha, lora_dropout=training.lora_dropout,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+
+
+def build_sft_config(cfg: Config, output_dir: Path, *, compute_dtype: "torch.dtype | None" = None,
+                     progress: bool = True) -> "SFTConfig":
+    """trl SFTConfig: completion-only loss on the pre-tokenized mask, eval and save every
+    `eval_steps`, best checkpoint (by eval loss) restored at the end, cosine warmup schedule."""
+    import torch
+    from trl import SFTConfig
+
+    t = cfg.training
+    dtype = compute_dtype or resolve_compute_dtype(t, default_device())
+    # Mixed precision only where weights and matmuls are half precision; 4-bit bases keep their
+    # own compute dtype in the bnb layers, the adapters follow AMP.
+    bf16, fp16 = dtype == torch.bfloat16, dtype == torch.float16
+    return SFTConfig(
+        output_dir=str(output_dir), seed=t.seed, data_seed=t.seed,
+        max_length=t.max_length, completion_only_loss=True,
+        packing=t.packing, packing_strategy="bfd", padding_free=t.packing,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate, num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
+        warmup_steps=min(t.warmup_ratio, 0.999),  # a float < 1 is a ratio (transformers 5)
+        lr_scheduler_type=t.lr_scheduler_type, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
+        optim=t.optim, bf16=bf16, fp16=fp16,
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        eval_strategy="steps", eval_steps=t.eval_steps, eval_on_start=True,
+        save_strategy="steps", save_steps=t.eval_steps, save_only_model=True, save_total_limit=1,
+        load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        logging_steps=t.logging_steps, logging_first_step=True, disable_tqdm=not progress,
+        report_to="none", include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=t.dataloader_num_workers,
+        use_liger_kernel=t.use_liger_kernel, torch_compile=t.torch_compile,
+    )
+
+
+def tokenize_samples(path: Path, tokenizer: Any, max_length: int) -> "Dataset":
+    """A dataset of `input_ids` + `completion_mask` rows, one per conversation of a JSONL file."""
+    from datasets import Dataset
+
+    rows, at_limit = [], 0
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = tokenize_conversation(tokenizer, json.loads(line)["messages"], max_length)
+                at_limit += len(row["input_ids"]) >= max_length
+                rows.append(row)
+    if not rows:
+        raise TrainingError(f"{path}: no conversations to train or evaluate on")
+    if at_limit:
+        log.warning("%s: %d of %d conversations reach max_length=%d and are truncated", path, at_limit,
+                    len(rows), max_length)
+    return Dataset.from_list(rows)
+
+
+def _non_finite_callback() -> Any:
+    """A TrainerCallback that raises NonFiniteLossError on a NaN/inf training or eval loss."""
+    from transformers import TrainerCallback
+
+    class NonFiniteLossCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key in ("loss", "eval_loss"):
+                value = (logs or {}).get(key)
+                if value is not None and not math.isfinite(value):
+                    raise NonFiniteLossError(
+                        f"{key} became {value} at step {state.global_step}: lower the learning rate "
+                        f"(now {args.learning_rate}) or check the data and compute dtype")
+
+    return NonFiniteLossCallback()
+
+
+def _keep_adapters_fp32(model: Any, dtype: "torch.dtype") -> None:
+    """Undo trl's bf16 cast of QLoRA adapter weights unless compute is bf16: fp16 AMP needs fp32
+    master weights, and CPU bf16 matmuls are slow."""
+    import torch
+
+    if dtype == torch.bfloat16 or not getattr(model, "is_loaded_in_4bit", False):
+        return
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+
+
+def _library_versions() -> dict[str, str]:
+    return {name: importlib.metadata.version(name) for name in VERSIONED_LIBRARIES}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus a short random suffix."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def _eval_history(state: Any) -> list[dict[str, float]]:
+    return [{"step": e["step"], "eval_loss": e["eval_loss"]} for e in state.log_history if "eval_loss" in e]
+
+
+def _training_record(cfg: Config, samples: Any, ref: BaseModelRef, trainer: Any, phases: dict[str, float]) -> dict:
+    """Everything training.json records: what was trained, on what, with which libraries, how it went."""
+    state = trainer.state
+    evals = _eval_history(state)
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "base_model": {"identity": ref.identity, "revision": ref.revision, "file_hash": ref.file_hash,
+                       "source": ref.source},
+        "samples": {"session": str(samples.session), "train_hash": samples.train_hash,
+                    "val_hash": samples.val_hash, "content_hash": samples.content_hash,
+                    "n_train": trainer.train_dataset.num_rows, "n_val": trainer.eval_dataset.num_rows},
+        "seed": cfg.training.seed, "libraries": _library_versions(),
+        "eval_losses": evals, "initial_eval_loss": evals[0]["eval_loss"],
+        "best_step": state.best_global_step, "best_eval_loss": state.best_metric,
+        "steps_trained": state.global_step, "max_steps": state.max_steps,
+        "stopped_early": state.global_step < state.max_steps,
+        "tokens_seen": int(state.num_input_tokens_seen), "wall_seconds": phases,
+    }
+
+
+class _Phases(dict):
+    """Wall seconds per phase: `with phases("train"): ...`."""
+
+    def __call__(self, name: str) -> "_Phases":
+        self._name, self._start = name, time.perf_counter()
+        return self
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self[self._name] = round(self.get(self._name, 0.0) + time.perf_counter() - self._start, 3)
+
+
+def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train_ds: Any, val_ds: Any,
+                   progress: bool) -> Any:
+    """An SFTTrainer with a fresh LoRA adapter, early stopping and the non-finite loss guard."""
+    from transformers import EarlyStoppingCallback
+    from trl import SFTTrainer
+
+    t = cfg.training
+    dtype = resolve_compute_dtype(t, default_device())
+    trainer = SFTTrainer(
+        model=model, args=build_sft_config(cfg, run_dir / CHECKPOINTS_DIR, compute_dtype=dtype, progress=progress),
+        train_dataset=train_ds, eval_dataset=val_ds, processing_class=tokenizer,
+        peft_config=build_lora_config(t),
+        callbacks=[EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold),
+                   _non_finite_callback()])
+    _keep_adapters_fp32(trainer.model, dtype)
+    return trainer
+
+
+def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool) -> Candidate:
+    from peft import prepare_model_for_kbit_training
+
+    t, phases = cfg.training, _Phases()
+    log.info("training run %s with config %s", run_dir.name, cfg.model_dump_json())
+    with phases("load"):
+        ref = resolve_base_model(t, home)
+        model, tokenizer = load_base(ref, t, for_training=True)
+    with phases("quantize"):  # 4-bit weights are quantized while loading; this readies them for k-bit training
+        if t.load_in_4bit:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
+    with phases("tokenize"):
+        train_ds = tokenize_samples(Path(samples.train_path), tokenizer, t.max_length)
+        val_ds = tokenize_samples(Path(samples.val_path), tokenizer, t.max_length)
+    trainer = _build_trainer(cfg, run_dir, model, tokenizer, train_ds, val_ds, progress)
+    with phases("train"):
+        trainer.train()
+    if trainer.state.best_global_step is None:
+        raise TrainingError(f"no evaluation after step 0 (max_steps={t.max_steps}, eval_steps={t.eval_steps}): "
+                            "nothing to pick the best adapter from")
+    adapter_dir = run_dir / ADAPTER_DIR
+    with phases("save"):  # the best checkpoint is loaded back by load_best_model_at_end
+        trainer.model.save_pretrained(adapter_dir)
+        tokenizer.save_pretrained(adapter_dir)
+        shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
+    record = _training_record(cfg, samples, ref, trainer, dict(phases))
+    _write_json(adapter_dir / TRAINING_JSON, record)
+    log.info("run %s: eval loss %.4f -> %.4f (best step %d of %d), phases %s", run_dir.name,
+             record["initial_eval_loss"], record["best_eval_loss"], record["best_step"],
+             record["steps_trained"], record["wall_seconds"])
+    return Candidate(run_id=run_dir.name, run_dir=run_dir, adapter_dir=adapter_dir,
+                     training_json=adapter_dir / TRAINING_JSON, best_eval_loss=record["best_eval_loss"],
+                     initial_eval_loss=record["initial_eval_loss"], best_step=record["best_step"], base=ref)
+
+
+def train_adapter(home: Path, cfg: Config, samples: Any, *, run_id: str | None = None,
+                  progress: bool = True) -> Candidate:
+    """Train a fresh LoRA adapter on `samples` (a SampleSet) and write `runs/<run-id>/adapter/`;
+    on any failure the run folder is removed and the error re-raised."""
+    run_id = run_id or new_run_id()
+    run_dir = Path(home) / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    try:
+        return _train(run_dir, Path(home), cfg, samples, progress)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
