@@ -14,6 +14,12 @@ from .queries import RegistryView, VersionInfo
 from .store import ChampionChangedError, Registry
 
 
+def ask(home, question, version=None, max_new_tokens=None):
+    """A greedy answer from the champion (or `version`) and its VersionInfo (tasks.evaluation.ask)."""
+    from tasks.evaluation import ask as _ask
+    return _ask(home, question, version, max_new_tokens)
+
+
 def load_promoted(home, version=None):
     """The champion (or `version`) as a verified PeftModel + tokenizer + VersionInfo."""
     from .loading import load_promoted as _load_promoted
@@ -22,4 +28,4 @@ def load_promoted(home, version=None):
 
 __all__ = ["FORMAT_VERSION", "ChampionChangedError", "ChampionPointer", "DecisionRecord", "LedgerEntry",
            "Lineage", "Manifest", "Registry", "RegistryCorruptError", "RegistryError", "RegistryIntegrityError",
-           "RegistryLockedError", "RegistryView", "VersionInfo", "VersionNotFoundError", "load_promoted"]
+           "RegistryLockedError", "RegistryView", "VersionInfo", "VersionNotFoundError", "ask", "load_promoted"]

@@ -18,7 +18,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from .format import RegistryError
+from .format import VERSIONS_DIR, RegistryError
 from .queries import VersionInfo
 from .store import Registry
 
@@ -104,7 +104,7 @@ def _cmd_history(registry: Registry, args) -> int:
 def _cmd_champion_at(registry: Registry, args) -> int:
     when = datetime.fromisoformat(args.time)
     version = registry.champion_at(when)
-    present = version is not None and (registry.root / "versions" / version).is_dir()
+    present = version is not None and (registry.root / VERSIONS_DIR / version).is_dir()
     if args.json:
         _print_json({"time": when.isoformat(), "version": version, "present": present})
     else:
@@ -136,7 +136,7 @@ COMMANDS = {"list": _cmd_list, "show": _cmd_show, "promoted": _cmd_promoted, "hi
 
 def build_parser(subparsers: Any = None) -> argparse.ArgumentParser:
     """The registry's parser; given the `add_subparsers()` object of another CLI, mounts itself
-    there as `registry`. Dispatch with `run(args)`."""
+    there as `registry`. Dispatch with `run_command(args)` (also set as `args.func`)."""
     description = "Query, roll back and verify the adapter registry."
     if subparsers is None:
         parser = argparse.ArgumentParser(prog="python -m adapters_registry", description=description)
@@ -145,6 +145,14 @@ def build_parser(subparsers: Any = None) -> argparse.ArgumentParser:
     # SUPPRESS: when mounted, do not clobber a --home the parent parser already set.
     parser.add_argument("--home", default=argparse.SUPPRESS,
                         help="runtime home (default: $NIFTYTUNE_HOME, else ./var)")
+    add_commands(parser)
+    parser.set_defaults(func=run_command)
+    return parser
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    """Add the registry's subcommands (and nothing else: no --home, no func) to a parser that
+    another CLI owns; dispatch with `run_command(args)`, which reads `args.home`."""
     commands = parser.add_subparsers(dest="registry_command", required=True)
     added = {
         "list": commands.add_parser("list", help="every version, oldest first (* marks the champion)"),
@@ -162,11 +170,9 @@ def build_parser(subparsers: Any = None) -> argparse.ArgumentParser:
     added["rollback"].add_argument("--reason", required=True, help="why (recorded in the ledger)")
     for sub in added.values():
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.set_defaults(func=run)
-    return parser
 
 
-def run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
     """Run a parsed registry command; registry errors become exit status 2 and one line."""
     try:
         return COMMANDS[args.registry_command](Registry(_home(args)), args)
@@ -176,4 +182,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    return run_command(build_parser().parse_args(argv))

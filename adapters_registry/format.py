@@ -116,6 +116,8 @@ class ScoresRecord(_Record):
     """What every model was scored with (max length, batch size, dtype, probe size)."""
     probe_ids: list[str] = Field(default_factory=list)
     """Ids of the validation questions answered greedily for the accuracy."""
+    champion_version: str | None = None
+    """The version scored as `champion`."""
 
     @model_validator(mode="after")
     def _roles(self) -> "ScoresRecord":
@@ -150,6 +152,8 @@ class Lineage(_Record):
     """Trading session the adapter was trained for; gives the date in the version id."""
     training: dict[str, Any] = Field(default_factory=dict)
     """Free-form training record (per-eval losses, wall times, ...)."""
+    coverage: dict[str, Any] = Field(default_factory=dict)
+    """What the market fetch of the run covered (per ticker)."""
 
 
 class Manifest(_Record):

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from .format import (CHAMPION_EVENTS, CHAMPION_FILE, FORMAT_FILE, FORMAT_TEXT, FORMAT_VERSION, LEDGER_FILE,
-                     MANIFEST_FILE, REGISTRY_DIR, VERSION_ID, VERSIONS_DIR, ChampionPointer, LedgerEntry,
-                     Manifest, RegistryCorruptError, VersionNotFoundError, read_json_record, version_seq)
+                     MANIFEST_FILE, REGISTRY_DIR, VERSION_ID, VERSIONS_DIR, ChampionPointer, LedgerEntry, Manifest,
+                     RegistryCorruptError, VersionNotFoundError, read_json_record, version_seq)
 from .ledger import Ledger
 from .verify import verify_version_dir
 
@@ -128,7 +128,13 @@ class RegistryView:
             pointer = self.pointer()
             if pointer and not (self.root / VERSIONS_DIR / pointer.version).is_dir():
                 problems.append(f"{self.root / CHAMPION_FILE}: names {pointer.version}, which is not in versions/")
-            self.ledger.read()
+            entries = self.ledger.read()
+            pruned = {v for e in entries if e.event == "prune" for v in e.versions}
+            present = set(self._version_names())
+            for entry in entries:
+                if entry.event == "register" and entry.version not in present | pruned:
+                    problems.append(f"{self.root / VERSIONS_DIR / str(entry.version)}: registered in the ledger, "
+                                    f"never pruned, but missing")
         except RegistryCorruptError as exc:
             problems.append(str(exc))
         return problems

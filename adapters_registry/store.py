@@ -5,6 +5,8 @@ Every write holds `registry.lock` and starts by cleaning up after any writer tha
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -18,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import copy_file_durably, fsync_dir, sha256_file, write_atomic
-from .format import (ADAPTER_WEIGHTS, CHAMPION_EVENTS, CHAMPION_FILE, CHAMPION_TEMP_PREFIX, FORMAT_FILE,
-                     FORMAT_TEXT, FORMAT_VERSION, MANIFEST_FILE, STAGING_DIR, TOKENIZER_FILES, VERSIONS_DIR,
+from .format import (ADAPTER_WEIGHTS, CHAMPION_EVENTS, CHAMPION_FILE, CHAMPION_TEMP_PREFIX, FORMAT_FILE, FORMAT_TEXT,
+                     FORMAT_VERSION, MANIFEST_FILE, STAGING_DIR, TOKENIZER_FILES, VERSION_ID, VERSIONS_DIR,
                      ChampionPointer, DecisionRecord, FileRecord, LedgerEntry, Lineage, Manifest,
                      RegistryIntegrityError, dump_record, format_version_id, version_seq)
 from .lock import RegistryLock
@@ -59,8 +61,6 @@ def _now() -> datetime:
 
 def _hash_tokenizer(folder: Path) -> tuple[str, str | None]:
     """sha256 over the tokenizer files (name and content), and of the chat template text."""
-    import hashlib
-    import json
     digest = hashlib.sha256()
     for name in TOKENIZER_FILES:
         if (folder / name).is_file():
@@ -96,27 +96,33 @@ class Registry(RegistryView):
         for leftover in (self.root / STAGING_DIR).iterdir():
             log.warning("removing %s left by an interrupted registry write", leftover)
             shutil.rmtree(leftover)
-        for temp in self.root.glob(CHAMPION_TEMP_PREFIX + "*"):
-            log.warning("removing %s left by an interrupted pointer swap", temp)
+        for temp in [*self.root.glob(CHAMPION_TEMP_PREFIX + "*"), *self.root.glob(".*.tmp-*")]:
+            log.warning("removing %s left by an interrupted atomic write", temp)
             temp.unlink()
         if self.ledger.repair():
             self._log("recover", "removed a torn last ledger line left by an interrupted write")
         self._reconcile_ledger()
 
     def _reconcile_ledger(self) -> None:
-        """Record versions and pointer moves that a crash kept out of the ledger."""
-        entries = self.ledger.read()
-        registered = {e.version for e in entries if e.event == "register"}
-        for info in self.list():
-            if info.version not in registered:
-                self._log("register", "recovered: registration was interrupted before its ledger entry; "
-                          "the champion pointer was not moved by it", version=info.version,
-                          decision=info.manifest.decision, previous=info.manifest.parent)
-        pointer = self.pointer()
+        """Record what a crash kept out of the ledger: a version renamed in without its entry,
+        a pointer swap without its entry, a promotion decided but never carried out."""
+        registered = {e.version for e in self.ledger.read() if e.event == "register"}
+        for version in sorted(set(self._version_names()) - registered, key=version_seq):
+            manifest = self.get(version).manifest
+            self._log("register", f"recovered: interrupted before its ledger entry ({manifest.decision.reason})",
+                      version=version, decision=manifest.decision, previous=manifest.parent)
+        entries, pointer = self.ledger.read(), self.pointer()
         moves = [e for e in entries if e.event in CHAMPION_EVENTS]
         if pointer and (not moves or (moves[-1].version, moves[-1].time) != (pointer.version, pointer.since)):
             self._log("promote", f"recovered: pointer moved before its ledger entry ({pointer.reason})",
                       version=pointer.version, previous=pointer.previous, time=pointer.since)
+            moves.append(LedgerEntry(time=pointer.since, event="promote", reason="", version=pointer.version))
+        settled = {e.version for e in moves} | {e.version for e in entries if e.event == "recover"}
+        for entry in entries:
+            if entry.event == "register" and entry.decision.promote and entry.version not in settled:
+                self._log("recover", f"{entry.version} was decided for promotion but the write was interrupted "
+                          f"before the pointer moved; the champion stays {pointer.version if pointer else None}",
+                          version=entry.version)
 
     def _log(self, event: str, reason: str, *, time: datetime | None = None, **fields: Any) -> None:
         self.ledger.append(LedgerEntry(time=time or _now(), event=event, reason=reason, pid=os.getpid(),
@@ -191,7 +197,7 @@ class Registry(RegistryView):
 
     def _next_seq(self) -> int:
         """One past every sequence number ever used, pruned versions included."""
-        used = [version_seq(i.version) for i in self.list()]
+        used = [version_seq(name) for name in self._version_names() if VERSION_ID.match(name)]
         used += [version_seq(v) for e in self.ledger.read() for v in [e.version, *e.versions] if v]
         return max(used, default=0) + 1
 

@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 
 from .atomic import sha256_file
-from .format import (ADAPTER_CONFIG, FORBIDDEN_SUFFIXES, MANIFEST_FILE, VERSION_FILES, Manifest,
-                     RegistryCorruptError, read_json_record)
+from .format import (ADAPTER_CONFIG, FORBIDDEN_SUFFIXES, MANIFEST_FILE, VERSION_FILES, Manifest, RegistryCorruptError,
+                     read_json_record)
 
 log = logging.getLogger(__name__)
 

@@ -104,8 +104,13 @@ def _as_of(args: argparse.Namespace) -> date:
 def cmd_fetch(args: argparse.Namespace) -> int:
     home, cfg = _home(args), _config(args)
     from flows.fetch_market import format_fetch_report, run_fetch
+    from tasks.market_data import CoverageError
 
-    report = run_fetch(home, cfg, args.as_of)
+    try:
+        report = run_fetch(home, cfg, args.as_of)
+    except CoverageError as exc:  # nothing was stored; show what each ticker got and why
+        print(format_fetch_report(exc.report))
+        raise
     print(format_fetch_report(report))
     return 0
 
@@ -137,13 +142,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from adapters_registry import ask
 
     answer, version = ask(home, args.question, version=args.version, max_new_tokens=args.max_new_tokens)
-    print(f"[{version.version_id}] {answer}")
+    print(f"[{version.version}] {answer}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     home = _home(args)
-    from flows.daily_retrain import RetrainParameters, daily_retrain, format_run_summary
+    from flows.daily_retrain import RetrainParameters, daily_retrain
+    from tasks.reporting import format_run_summary
 
     params = RetrainParameters(
         home=str(home), as_of=args.as_of, source=args.source, csv_dir=args.csv_dir and str(args.csv_dir),
@@ -158,7 +164,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     home = _home(args)
-    from flows.backfill import backfill, format_backfill_table
+    from flows.backfill import backfill
+    from tasks.reporting import format_backfill_table
     from flows.daily_retrain import RetrainParameters
 
     if args.to_date < args.from_date:

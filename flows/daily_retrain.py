@@ -17,10 +17,12 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
+from flows.fetch_market import fetch_and_commit
 from tasks import market_data, reporting
 from tasks.config import Config, load_config, resolve_home, select_tickers
 from tasks.evaluation import score_candidate
 from tasks.promotion import decide_promotion, existing_decision, register_candidate
+from tasks.runlock import run_lock
 from tasks.samples import build_sample_files
 from tasks.training import train_candidate
 
@@ -52,7 +54,9 @@ class RetrainParameters(BaseModel):
         return select_tickers(load_config(self.profile, overrides), self.tickers)
 
 
-@flow(name="daily-retrain", log_prints=True)
+# log_prints stays off: libraries print to stdout on purpose (dill captures dis output) and
+# Prefect would turn that into log noise.
+@flow(name="daily-retrain")
 def daily_retrain(params: RetrainParameters = RetrainParameters()) -> reporting.RunSummary:
     """Fetch, sample, train, score, gate and register one trading session."""
     log = get_run_logger()
@@ -67,7 +71,7 @@ def daily_retrain(params: RetrainParameters = RetrainParameters()) -> reporting.
         return reporting.publish_skip(home, session, f"skipped: not a trading day ({session.reason})")
 
     # One run at a time, also for runs started outside the deployment.
-    with reporting.run_lock(home):
+    with run_lock(home):
         # 2. Idempotent per session: a decided session is a no-op unless forced.
         previous = existing_decision(home, session.session)
         if previous and not params.force:
@@ -76,7 +80,7 @@ def daily_retrain(params: RetrainParameters = RetrainParameters()) -> reporting.
         with market_data.store_snapshot(home):  # restores the store if anything below fails
             # 3. Fetch the new bars (retried on transient faults) and merge them atomically.
             with timer("fetch"):
-                coverage = market_data.update_store(home, cfg, session.as_of)
+                coverage = fetch_and_commit(home, cfg, session)
             # 4. Regenerate the chat samples from the stored window.
             with timer("samples"):
                 sample_set = build_sample_files(home, cfg, session.session)

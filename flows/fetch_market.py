@@ -15,10 +15,10 @@ from pathlib import Path
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.calendar import TradingSession, resolve_session, today_ist
+from tasks.calendar import TradingSession, resolve_session, today_in_kolkata
 from tasks.config import Config
-from tasks.market_data import FetchReport, TickerReport, commit_bars, fetch_task
-from tasks.market_store import MarketDataError, TransientFetchError
+from tasks.market_data import (FetchReport, MarketDataError, TickerReport, TransientFetchError, commit_bars,
+                               fetch_task)
 
 
 def fetch_and_commit(home: Path, cfg: Config, session: TradingSession) -> FetchReport:
@@ -44,7 +44,7 @@ def fetch_and_commit(home: Path, cfg: Config, session: TradingSession) -> FetchR
 def market_fetch(home: Path, cfg: Config, as_of: date | None = None) -> FetchReport:
     """Fetch the bars up to the latest final session as of `as_of` (default: today, IST)."""
     # 1. which session's bars are due (a weekend or holiday still catches up to the last one)
-    session = resolve_session(as_of or today_ist(), cfg.market)
+    session = resolve_session(as_of or today_in_kolkata(), cfg.market)
     # 2. fetch every ticker, then commit all or nothing
     return fetch_and_commit(home, cfg, session)
 

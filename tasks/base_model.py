@@ -257,24 +257,31 @@ def _keep_cpu_4bit_trainable(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def load_tokenizer(ref: BaseModelRef) -> Any:
+    """The base model's tokenizer (with chat template), offline, with a pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=False, local_files_only=True)
+    ensure_pad_token(tokenizer)
+    if not getattr(tokenizer, "chat_template", None):
+        raise BaseModelError(f"{ref.identity}: the tokenizer has no chat template; use an instruct/chat model")
+    return tokenizer
+
+
 def load_base(ref: BaseModelRef, training: TrainingConfig, *, for_training: bool) -> tuple[Any, Any]:
     """Load the base model and tokenizer from the ref's local folder: offline, safetensors only,
     no remote code; 4-bit NF4 when `training.load_in_4bit`; in the resolved compute dtype."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     device = default_device()
-    dtype = resolve_compute_dtype(training, device)
-    common = dict(trust_remote_code=False, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(ref.path, **common)
+    tokenizer = load_tokenizer(ref)
     model = AutoModelForCausalLM.from_pretrained(
-        ref.path, dtype=dtype, use_safetensors=True, quantization_config=build_bnb_config(training, device),
-        attn_implementation=training.attn_implementation,
-        device_map={"": 0} if device == "cuda" else None, **common)
+        ref.path, dtype=resolve_compute_dtype(training, device), use_safetensors=True,
+        quantization_config=build_bnb_config(training, device), attn_implementation=training.attn_implementation,
+        device_map={"": 0} if device == "cuda" else None, trust_remote_code=False, local_files_only=True)
     ensure_pad_token(tokenizer, model)
     if training.load_in_4bit and device == "cpu":
         _keep_cpu_4bit_trainable(model)
-    if not getattr(tokenizer, "chat_template", None):
-        raise BaseModelError(f"{ref.identity}: the tokenizer has no chat template; use an instruct/chat model")
     if for_training:
         model.config.use_cache = False  # the KV cache is useless in training and warns with checkpointing
     else:

@@ -136,7 +136,7 @@ def close_deadline(day: date, market: MarketConfig) -> datetime:
     return close + timedelta(minutes=market.close_margin_minutes)
 
 
-def today_ist(now: datetime | None = None) -> date:
+def today_in_kolkata(now: datetime | None = None) -> date:
     """Today's date in Asia/Kolkata (a naive `now` is read as Asia/Kolkata)."""
     return _as_ist(now).date()
 

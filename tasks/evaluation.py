@@ -13,17 +13,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.chat import Message, render_prompt, tokenize_conversation
 from tasks.config import Config
+
+log = logging.getLogger(__name__)
 
 METRIC_DIR = Path(__file__).resolve().parent / "metrics" / "number_accuracy"
 REQUIRED_KEYS = ("id", "family", "messages", "truth")
@@ -52,6 +56,8 @@ class ScoreReport:
     scores: dict[str, ModelScore]
     settings: dict[str, Any] = field(default_factory=dict)
     probe_ids: list[str] = field(default_factory=list)
+    champion_version: str | None = None
+    """The registry version scored as `champion` (the gate's decision is only valid against it)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The `scores` record of a registry manifest (non-finite losses become None)."""
@@ -59,6 +65,7 @@ class ScoreReport:
             return x if x is not None and math.isfinite(x) else None
         return {"val_hash": self.val_hash, "val_path": self.val_path, "n_samples": self.n_samples,
                 "n_tokens": self.n_tokens, "settings": self.settings, "probe_ids": self.probe_ids,
+                "champion_version": self.champion_version,
                 "models": {name: {"loss": finite(s.loss), "n_tokens": s.n_tokens, "accuracy": s.accuracy,
                                   "accuracy_overall": s.accuracy_overall} for name, s in self.scores.items()}}
 
@@ -189,6 +196,11 @@ def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], 
     val_path = Path(val_path)
     val_hash, records = sha256_of(val_path), read_validation(val_path)
     encoded = [tokenize_conversation(tokenizer, r["messages"], cfg.training.max_length) for r in records]
+    empty = [r["id"] for r, row in zip(records, encoded) if not any(row["completion_mask"][1:])]
+    if empty:
+        log.warning("%s: %d of %d conversations keep no answer tokens within max_length %d (e.g. %s); "
+                    "they do not count in the loss", val_path, len(empty), len(records), cfg.training.max_length,
+                    empty[0])
     probes = select_probes(records, cfg.evaluation.probe_size)
     for name, folder in adapters.items():
         if name == "base" or not (Path(folder) / "adapter_model.safetensors").is_file():
@@ -237,13 +249,19 @@ def ask(home: str | Path, question: str, version: str | None = None,
     return answer, info
 
 
-@task(name="score-on-validation")
-def score_on_validation(home: Path, cfg: Config, val_path: Path, candidate_dir: Path,
-                        champion_dir: Path | None) -> dict[str, Any]:
-    """Load the base once and score base, champion (when there is one) and candidate on
-    `val_path`; return the report as the dict a manifest records."""
-    from tasks.base_model import load_base, resolve_base_model
+# Never cached: scores are only comparable when computed together, now.
+@task(name="score-candidate", cache_policy=NO_CACHE)
+def score_candidate(home: Path, cfg: Config, candidate: Any, sample_set: Any) -> ScoreReport:
+    """Score base, champion (verified first; fails closed) and candidate on the session's
+    val.jsonl in this process, with the base loaded once."""
+    from tasks.base_model import load_base
+    from tasks.promotion import resolve_champion
 
-    model, tokenizer = load_base(resolve_base_model(cfg.training, Path(home)), cfg.training, for_training=False)
-    adapters = {"champion": champion_dir} if champion_dir else {}
-    return score_models(model, tokenizer, {**adapters, "candidate": candidate_dir}, val_path, cfg).to_dict()
+    champion = resolve_champion(home)
+    model, tokenizer = load_base(candidate.base, cfg.training, for_training=False)
+    adapters = {"champion": champion.path} if champion else {}
+    report = score_models(model, tokenizer, {**adapters, "candidate": candidate.adapter_dir}, sample_set.val_path, cfg)
+    if report.val_hash != sample_set.val_hash:
+        raise ValidationFileError(f"{sample_set.val_path} changed: sha256 {report.val_hash} is not the sample "
+                                  f"set's {sample_set.val_hash}")
+    return replace(report, champion_version=champion.version if champion else None)

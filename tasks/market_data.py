@@ -32,17 +32,17 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task, exponential_backoff
 
 from tasks.calendar import (TradingSession, non_session_reason, previous_sessions, resolve_session,
-                            sessions_between)
+                            sessions_between, today_in_kolkata)
 from tasks.config import Config, MarketConfig
-from tasks.market_sources import make_source
-from tasks.market_store import (COLUMNS, PRICES, BarValidationError, MarketDataError, PermanentFetchError,
-                                TransientFetchError, bars_path, check_bars, load_bars, read_bars_file,
+from tasks.market_sources import PermanentFetchError, TransientFetchError, make_source
+from tasks.market_store import (COLUMNS, PRICES, BarValidationError, MarketDataError, bars_path, check_bars, load_bars, read_bars_file,
                                 remove_leftovers, session_index, staging_path, store_lock, store_metadata,
-                                stored_symbols, utc_now_iso, write_bars)
+                                store_snapshot, stored_symbols, utc_now_iso, write_bars)
 
 __all__ = ["BarValidationError", "CoverageError", "FetchReport", "MarketDataError", "PermanentFetchError",
            "TickerReport", "TradingSession", "TransientFetchError", "commit_bars", "fetch_new_bars",
-           "is_transient", "load_bars", "resolve_session", "store_metadata", "stored_symbols"]
+           "is_transient", "load_bars", "resolve_session", "store_metadata", "store_snapshot", "stored_symbols",
+           "today_in_kolkata"]
 
 log = logging.getLogger(__name__)
 PRICE_JUMP = 0.20
@@ -51,6 +51,8 @@ PRICE_JUMP = 0.20
 
 @dataclass(frozen=True)
 class DroppedRow:
+    """A row the source sent that was not stored, and why (None: the date was unreadable)."""
+
     session: date | None
     reason: str
 
@@ -124,6 +126,7 @@ def clean_bars(raw: pd.DataFrame, symbol: str, session: TradingSession,
         dropped.append(DroppedRow(stamp.date(), f"not a session ({why}); list the date in "
                                   "market.special_sessions to keep it"))
     bars = bars[~off]
+    dropped.sort(key=lambda row: (row.session is None, row.session or date.min))
     for row in dropped:
         log.warning("%s %s: dropped row: %s", symbol, row.session, row.reason)
     check_bars(bars, symbol)
@@ -208,9 +211,12 @@ def find_anomalies(bars: pd.DataFrame, new: pd.DatetimeIndex, market: MarketConf
     return found
 
 
-def _merge_one(home: Path, cfg: Config, symbol: str, staged: Path) -> tuple[pd.DataFrame | None, TickerReport]:
+def _merge_one(home: Path, cfg: Config, symbol: str, staged: Path,
+               session: date) -> tuple[pd.DataFrame | None, TickerReport]:
     """The store's bars merged with a staged fetch (None if unchanged), and the ticker's report."""
     new, meta = read_bars_file(staged, symbol)
+    if meta["expected_session"] != session.isoformat():
+        raise MarketDataError(f"{symbol}: {staged} was fetched for {meta['expected_session']}, not {session}")
     path = bars_path(home, symbol)
     stored = read_bars_file(path, symbol)[0] if path.exists() else new.iloc[0:0]
     common = new.index.intersection(stored.index)
@@ -256,30 +262,31 @@ def commit_staged(home: Path, cfg: Config, session: TradingSession, staged: dict
     """Apply the coverage policy, then merge every staged fetch into the store atomically."""
     source, synthetic = cfg.market.source, cfg.market.source == "synthetic"
     with store_lock(home):
-        removed = remove_leftovers(home)
-        if removed:
-            log.warning("removed %d leftover temp/staged files of earlier killed runs", removed)
-        reports, writes = [], {}
-        for spec in cfg.market.tickers:
-            symbol = spec.symbol
-            if symbol not in staged:
-                reports.append(_failed_report(home, cfg, symbol, failures.get(symbol, "not fetched")))
-            else:
-                writes[symbol], report = _merge_one(home, cfg, symbol, staged[symbol])
+        try:
+            removed = remove_leftovers(home)
+            if removed:
+                log.warning("removed %d leftover temp/staged files of earlier killed runs", removed)
+            reports, writes = [], {}
+            for symbol in (t.symbol for t in cfg.market.tickers):
+                if symbol not in staged:
+                    reports.append(_failed_report(home, cfg, symbol, failures.get(symbol, "not fetched")))
+                    continue
+                writes[symbol], report = _merge_one(home, cfg, symbol, staged[symbol], session.session)
                 reports.append(report)
-        reports = [replace(r, has_session=r.last_session is not None and r.last_session >= session.session)
-                   for r in reports]
-        coverage = sum(r.has_session for r in reports) / max(len(reports), 1)
-        report = FetchReport(session, source, synthetic, False, coverage, tuple(reports))
-        problem = check_coverage(cfg, reports, session.session)
-        if problem:
-            raise CoverageError(problem, report)
-        for symbol, merged in writes.items():
-            if merged is not None:
-                write_bars(bars_path(home, symbol), merged, {"source": source, "synthetic": synthetic,
-                           "adjusted": cfg.market.adjusted_prices, "updated": utc_now_iso()}, symbol)
-        for path in staged.values():
-            Path(path).unlink(missing_ok=True)
+            reports = [replace(r, has_session=r.last_session is not None and r.last_session >= session.session)
+                       for r in reports]
+            coverage = sum(r.has_session for r in reports) / max(len(reports), 1)
+            report = FetchReport(session, source, synthetic, False, coverage, tuple(reports))
+            problem = check_coverage(cfg, reports, session.session)
+            if problem:
+                raise CoverageError(problem, report)
+            for symbol, merged in writes.items():
+                if merged is not None:
+                    write_bars(bars_path(home, symbol), merged, {"source": source, "synthetic": synthetic,
+                               "adjusted": cfg.market.adjusted_prices, "updated": utc_now_iso()}, symbol)
+        finally:
+            for path in staged.values():
+                Path(path).unlink(missing_ok=True)
     return replace(report, committed=True)
 
 
@@ -319,3 +326,9 @@ def commit_bars(home: Path, cfg: Config, session: TradingSession, staged: dict[s
     get_run_logger().info("market data committed for session %s (coverage %.0f%%)",
                           session.session, 100 * report.coverage)
     return report
+
+
+@task(name="resolve-session", cache_policy=NO_CACHE)
+def resolve_trading_session(as_of: date, market: MarketConfig) -> TradingSession:
+    """The NSE session due as of `as_of`: a weekend or holiday comes back with is_session False."""
+    return resolve_session(as_of, market)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import socket
+import threading
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,8 +23,26 @@ import pandas as pd
 
 from tasks.calendar import IST, sessions_between
 from tasks.config import MarketConfig
-from tasks.market_store import (COLUMNS, PRICES, FetchError, PermanentFetchError, TransientFetchError,
-                                session_index)
+from tasks.market_store import COLUMNS, PRICES, MarketDataError, session_index
+
+
+class FetchError(MarketDataError):
+    """A source could not deliver the bars of one ticker."""
+
+    def __init__(self, symbol: str, reason: str):
+        self.symbol, self.reason = symbol, reason
+        super().__init__(f"{symbol}: {reason}")
+
+    def __reduce__(self):  # keep (symbol, reason) through pickling (Prefect states)
+        return type(self), (self.symbol, self.reason)
+
+
+class TransientFetchError(FetchError):
+    """A fault worth retrying: network error, HTTP 429, an empty answer for a due session."""
+
+
+class PermanentFetchError(FetchError):
+    """A fault retrying cannot fix: unknown ticker, a source that says no, a mismatched store."""
 
 
 class BarSource(Protocol):
@@ -100,13 +118,14 @@ def classify_yahoo_error(symbol: str, err: Exception) -> FetchError:
         return PermanentFetchError(symbol, str(err))
     if status in (400, 403, 404):
         return PermanentFetchError(symbol, f"HTTP {status} from Yahoo ({err})")
-    if isinstance(err, (OSError, TimeoutError, socket.error, json.JSONDecodeError, yfe.YFDataException)) or (
-            type(err).__module__.startswith(("curl_cffi", "requests"))):
+    network = type(err).__module__.startswith(("curl_cffi", "requests"))  # their connection/timeout errors
+    if network or isinstance(err, (OSError, json.JSONDecodeError, yfe.YFDataException)):
         return TransientFetchError(symbol, f"{type(err).__name__}: {err}")
     return PermanentFetchError(symbol, f"unexpected {type(err).__name__} from yfinance: {err}")
 
 
 _yf_cache_dir: list[Path] = []
+_yf_cache_lock = threading.Lock()
 
 
 def _use_yfinance_cache(folder: Path) -> None:
@@ -114,10 +133,11 @@ def _use_yfinance_cache(folder: Path) -> None:
     yfinance reads the location when it first opens the cache)."""
     import yfinance as yf
 
-    if not _yf_cache_dir:
-        folder.mkdir(parents=True, exist_ok=True)
-        yf.set_tz_cache_location(str(folder))
-        _yf_cache_dir.append(folder)
+    with _yf_cache_lock:
+        if not _yf_cache_dir:
+            folder.mkdir(parents=True, exist_ok=True)
+            yf.set_tz_cache_location(str(folder))
+            _yf_cache_dir.append(folder)
 
 
 class YahooSource:
@@ -169,8 +189,7 @@ class CsvSource:
         return bars[visible]
 
 
-# Level at ANCHOR (points or rupees), daily volatility, typical daily volume (0: none reported).
-ANCHOR = date(2025, 1, 1)
+# Typical level (points or rupees), daily volatility, typical daily volume (0: none reported).
 SYNTHETIC_PROFILES: dict[str, tuple[float, float, float]] = {
     "^NSEI": (24_000, 0.009, 2.5e8), "^BSESN": (80_000, 0.009, 1.2e4),
     "^NSEBANK": (52_000, 0.011, 1.5e8), "NIFTY_MIDCAP_100.NS": (56_000, 0.011, 0.0),
@@ -193,17 +212,32 @@ def synthetic_profile(symbol: str) -> tuple[float, float, float]:
     return round(10 ** (1.5 + 2.5 * u), 2), 0.018, (0.0 if symbol.startswith("^") else 1.0e6)
 
 
-def _noise(seed: int, symbol: str, first: date, last: date) -> np.ndarray:
-    """Standard normals, 5 per calendar day `first`..`last`, fixed by (seed, ticker, day):
-    drawn per calendar year, so a later range extends the same path instead of redrawing it."""
-    years = [np.random.default_rng(_hash_int(seed, symbol, y)).standard_normal((366, 5))
-             for y in range(first.year, last.year + 1)]
-    days = pd.date_range(first, last, freq="D")
-    return np.stack([years[d.year - first.year][d.dayofyear - 1] for d in days])
+ORIGIN = date(1990, 1, 1)
+"""Day 0 of every synthetic path; the path is computed forward from it, so it never changes."""
+MEAN_REVERSION = 1 / 250
+"""Pull of the log price back to the profile level per calendar day: prices wander about
++-10% around it (a random walk would drift to unrealistic levels over the years)."""
+
+
+def _noise(seed: int, symbol: str, last: date) -> np.ndarray:
+    """Standard normals, 5 per calendar day ORIGIN..`last`, fixed by (seed, ticker, day):
+    drawn per calendar year, so a later `last` extends the same path instead of redrawing it."""
+    blocks = [np.random.default_rng(_hash_int(seed, symbol, y)).standard_normal((366, 5))
+              [:(date(y + 1, 1, 1) - date(y, 1, 1)).days] for y in range(ORIGIN.year, last.year + 1)]
+    return np.concatenate(blocks)[: (last - ORIGIN).days + 1]
+
+
+def _log_deviation(steps: np.ndarray) -> np.ndarray:
+    """Mean-reverting log-price deviation from the level, one value per calendar day."""
+    out, x = np.empty_like(steps), 0.0
+    for i, step in enumerate(steps):
+        x = x * (1 - MEAN_REVERSION) + step
+        out[i] = x
+    return out
 
 
 class SyntheticSource:
-    """Seeded, realistic random-walk bars on the session calendar; labelled synthetic."""
+    """Seeded, realistic bars (a mean-reverting random walk) on the session calendar."""
 
     name, synthetic = "synthetic", True
 
@@ -213,13 +247,12 @@ class SyntheticSource:
     def fetch(self, symbol: str, start: date, end: date) -> pd.DataFrame:
         """Bars for every session `start`..`end`; the same (seed, ticker, session) gives the same bar."""
         level, vol, volume = synthetic_profile(symbol)
-        first, last = min(start - timedelta(days=1), ANCHOR), max(end, ANCHOR)
-        z = _noise(self.seed, symbol, first, last)
-        step = vol * math.sqrt(5 / 7) * z[:, 0] + 0.10 / 365  # per calendar day; ~10%/yr drift
-        walk = np.cumsum(step)
-        log_close = math.log(level) + walk - walk[(ANCHOR - first).days]
+        if start <= ORIGIN:
+            raise PermanentFetchError(symbol, f"the synthetic market starts after {ORIGIN}")
+        z = _noise(self.seed, symbol, end)
+        log_close = math.log(level) + _log_deviation(vol * math.sqrt(5 / 7) * z[:, 0])
         days = sessions_between(start, end, self.market)
-        at = np.array([(d - first).days for d in days], dtype=int)
+        at = np.array([(d - ORIGIN).days for d in days], dtype=int)
         close = np.exp(log_close[at])
         open_ = np.exp(log_close[at - 1] + 0.3 * vol * z[at, 1])
         high = np.maximum(open_, close) * np.exp(0.5 * vol * np.abs(z[at, 2]))

@@ -9,6 +9,7 @@ Format, under `NIFTYTUNE_HOME/market/`:
     .staging/<T>.<id>.csv   a validated fetch waiting for the commit; same format; never data
     .<name>.<id>.tmp        a write in progress (or killed mid-way); never read, and removed
                             by the next writer that holds the lock
+    .yfinance/              yfinance's own cookie and time-zone caches (source yahoo)
 
 The metadata line holds `format` (FORMAT_VERSION), `symbol`, `source` (yahoo, csv or
 synthetic), `synthetic` (bool), `adjusted` (bool: split/dividend-adjusted prices),
@@ -30,6 +31,8 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -55,25 +58,6 @@ _SYMBOL = re.compile(r"^[A-Za-z0-9^&=_-][A-Za-z0-9^&=._-]*$")
 
 class MarketDataError(Exception):
     """Base of every market-data failure."""
-
-
-class FetchError(MarketDataError):
-    """A source could not deliver the bars of one ticker."""
-
-    def __init__(self, symbol: str, reason: str):
-        self.symbol, self.reason = symbol, reason
-        super().__init__(f"{symbol}: {reason}")
-
-    def __reduce__(self):  # keep (symbol, reason) through pickling (Prefect states)
-        return type(self), (self.symbol, self.reason)
-
-
-class TransientFetchError(FetchError):
-    """A fault worth retrying: network error, HTTP 429, an empty answer for a due session."""
-
-
-class PermanentFetchError(FetchError):
-    """A fault retrying cannot fix: unknown ticker, a source that says no, a mismatched store."""
 
 
 class BarValidationError(MarketDataError):
@@ -257,11 +241,7 @@ def store_metadata(home: Path, symbol: str) -> dict[str, Any]:
 
 def stored_symbols(home: Path) -> list[str]:
     """Tickers with a store file (temp files and staged fetches are not store files)."""
-    folder = market_dir(home)
-    if not folder.is_dir():
-        return []
-    names = (p.name for p in folder.iterdir() if p.is_file())
-    return sorted(n[: -len(BARS_SUFFIX)] for n in names if n.endswith(BARS_SUFFIX) and not n.startswith("."))
+    return [name[: -len(BARS_SUFFIX)] for name in _store_file_names(market_dir(home))]
 
 
 def store_lock(home: Path) -> FileLock:
@@ -269,6 +249,31 @@ def store_lock(home: Path) -> FileLock:
     folder = market_dir(home)
     folder.mkdir(parents=True, exist_ok=True)
     return FileLock(str(folder / LOCK_FILE), timeout=LOCK_TIMEOUT_SECONDS)
+
+
+@contextmanager
+def store_snapshot(home: Path) -> Iterator[None]:
+    """Put every store file back as it was if the block raises (e.g. training failed after
+    the fetch committed). Best effort: a killed process restores nothing."""
+    folder = market_dir(home)
+    before = {name: (folder / name).read_bytes() for name in _store_file_names(folder)}
+    try:
+        yield
+    except BaseException:
+        with store_lock(home):
+            for name in set(_store_file_names(folder)) - set(before):
+                (folder / name).unlink()
+            for name, data in before.items():
+                if not (folder / name).exists() or (folder / name).read_bytes() != data:
+                    atomic_write_bytes(folder / name, data)
+        raise
+
+
+def _store_file_names(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    names = (p.name for p in folder.iterdir() if p.is_file())
+    return sorted(n for n in names if n.endswith(BARS_SUFFIX) and not n.startswith("."))
 
 
 def staging_path(home: Path, symbol: str) -> Path:

@@ -1,23 +1,26 @@
 """The promotion gate: promote a candidate only when its validation loss beats the champion's
 (or the base model's, before the first promotion) by at least `gate.min_delta`.
 
-    champion = resolve_champion(home)                   # ChampionUnavailableError: fail closed
-    decision = decide(candidate_loss, champion_loss, base_loss, cfg.gate.min_delta)
-    info = register_candidate(home, adapter_dir, lineage, decision, cfg, champion)
+    scores = score_candidate(home, cfg, candidate, sample_set)   # tasks.evaluation; verifies the champion
+    decision = decide_promotion(scores, cfg.gate.min_delta)      # -> decide(candidate, champion, base, ...)
+    info = register_candidate(home, cfg, candidate, sample_set, scores, decision, coverage)
 
 `decide` is pure; the registry does the writing. An error about the champion never turns into
 a promotion: it raises.
 """
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from adapters_registry import Registry, RegistryError, VersionInfo
+from adapters_registry import LedgerEntry, Registry, RegistryError, VersionInfo
 from tasks.config import Config
 
 
@@ -80,27 +83,70 @@ def resolve_champion(home: str | Path) -> VersionInfo | None:
     return champion
 
 
-def register_candidate(home: str | Path, adapter_dir: Path, lineage: dict[str, Any], decision: Decision,
-                       cfg: Config, champion: VersionInfo | None) -> VersionInfo:
-    """Register the evaluated candidate with its decision (the pointer moves only on promote,
-    and only if `champion` is still the champion), then apply the retention policy."""
+def decide_promotion(scores: Any, min_delta: float) -> Decision:
+    """The gate on a ScoreReport: candidate vs champion (when one was scored) or vs base."""
+    champion = scores.scores.get("champion")
+    if (champion is None) != (scores.champion_version is None):
+        raise ChampionUnavailableError(f"scores name champion {scores.champion_version} but "
+                                       f"{'lack' if champion is None else 'include'} a champion score")
+    return decide(scores.scores["candidate"].loss, champion.loss if champion else None,
+                  scores.scores["base"].loss, min_delta)
+
+
+def existing_decision(home: str | Path, session: date) -> LedgerEntry | None:
+    """The last registration for `session` (version ids carry the session date), or None."""
+    day = f"{session:%Y%m%d}"
+    entries = [e for e in Registry(home).history()
+               if e.event == "register" and e.version and e.version.split("-")[1] == day]
+    return entries[-1] if entries else None
+
+
+def build_lineage(cfg: Config, candidate: Any, sample_set: Any, scores: Any, coverage: Any = None) -> dict[str, Any]:
+    """The manifest fields of a candidate: base model, data, config, scores, reproducibility."""
+    training = json.loads(Path(candidate.training_json).read_text())
+    base = candidate.base
+    return {
+        "base_model": {"identity": base.identity, "revision": base.revision, "file_hash": base.file_hash,
+                       "source": base.source},
+        "config": cfg.model_dump(mode="json"),
+        "scores": scores.to_dict(),
+        "data_window": dict(sample_set.data_window),
+        "sample_hashes": {"train": sample_set.train_hash, "val": sample_set.val_hash,
+                          "content": sample_set.content_hash},
+        "library_versions": training.get("libraries", {}),
+        "seed": cfg.training.seed,
+        "flow_run_id": _flow_run_id(),
+        "session": str(sample_set.session),
+        "training": training,
+        "coverage": _jsonable(coverage) if coverage is not None else {},
+    }
+
+
+# Never cached: a registration served from a cache would leave the registry unchanged.
+@task(name="register-candidate", cache_policy=NO_CACHE)
+def register_candidate(home: Path, cfg: Config, candidate: Any, sample_set: Any, scores: Any, decision: Decision,
+                       coverage: Any = None) -> VersionInfo:
+    """Register the evaluated candidate with its decision (the pointer moves only on promote, and
+    only if the champion it was scored against is still the champion); then apply retention."""
     registry = Registry(home, lock_timeout=cfg.registry.lock_timeout_seconds)
-    info = registry.register(adapter_dir, lineage, decision, promote=decision.promote,
-                             expected_champion=champion.version if champion else None)
+    info = registry.register(candidate.adapter_dir, build_lineage(cfg, candidate, sample_set, scores, coverage),
+                             decision, promote=decision.promote, expected_champion=scores.champion_version)
     registry.prune(cfg.registry.keep_promoted, cfg.registry.keep_rejected)
     return info
 
 
-@task(name="promote-if-better")
-def promote_if_better(home: Path, adapter_dir: Path, lineage: dict[str, Any], scores: dict[str, Any],
-                      cfg: Config, champion_version: str | None) -> tuple[Decision, str]:
-    """Decide on the scored candidate and register it; return the decision and its version id."""
-    champion = resolve_champion(home)
-    if (champion.version if champion else None) != champion_version:
-        raise ChampionUnavailableError(f"the candidate was scored against {champion_version}, "
-                                       f"but the champion is now {champion.version if champion else None}")
-    models = scores["models"]
-    decision = decide(models["candidate"]["loss"], models["champion"]["loss"] if champion else None,
-                      models["base"]["loss"], cfg.gate.min_delta)
-    info = register_candidate(home, adapter_dir, {**lineage, "scores": scores}, decision, cfg, champion)
-    return decision, info.version
+def _flow_run_id() -> str | None:
+    try:
+        from prefect.runtime import flow_run
+        return flow_run.id
+    except Exception:  # outside a flow run there is none, which is fine
+        return None
+
+
+def _jsonable(value: Any) -> dict[str, Any]:
+    if is_dataclass(value):
+        value = asdict(value)
+    elif hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    data = json.loads(json.dumps(value, default=str))
+    return data if isinstance(data, dict) else {"value": data}

@@ -100,7 +100,8 @@ class Fact:
 
 def _fact(family: str, series: Sequence[Series], moment: Moment, key: str, answer: str, fig: Figures,
           **slots: str) -> Fact:
-    names = {"name": series[0].spec.name, "other": series[-1].spec.name} if series else {}
+    names = {"name": series[0].spec.name, "other": series[1].spec.name} if len(series) == 2 else (
+        {"name": series[0].spec.name} if len(series) == 1 else {})
     return Fact(family, tuple(s.spec.symbol for s in series), moment.session, key, moment.latest,
                 {**moment.slots(), **names, **slots}, answer, fig.truth)
 

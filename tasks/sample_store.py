@@ -6,7 +6,8 @@ Format, under `NIFTYTUNE_HOME/samples/`:
     <session>/val.jsonl       the same schema, validation samples
     <session>/samples.json    format, session, file hashes, content hash, counts per family and
                               split, data window per ticker, the samples config and universe used
-    .<session>-<random>/      a set being written; never read, removed when the write ends
+    .<session>-<random>/      a set being written; never read; removed when the write ends (a
+                              killed write leaves it behind, safe to delete)
 
 `content_hash` is sha256 over both files, each preceded by its byte length (so moving a line
 from one file to the other changes it). A set is written in a same-folder temp folder (files
@@ -133,6 +134,7 @@ def save_sample_set(home: Path, session: date, train: list[dict[str, Any]], val:
             return existing
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
     try:
+        os.chmod(staging, 0o755)  # mkdtemp makes it owner-only; the set is for every reader
         _write_synced(staging / TRAIN_FILE, train_bytes)
         _write_synced(staging / VAL_FILE, val_bytes)
         _write_synced(staging / META_FILE, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode())

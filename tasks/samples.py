@@ -31,7 +31,6 @@ Caps subsample each family to an equal share (stratified), latest-session sample
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping
 from datetime import date, timedelta
@@ -44,12 +43,14 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.chat import render_conversation
 from tasks.config import Config, SamplesConfig
+from tasks.market_data import load_bars
 from tasks.sample_families import PROMPT_CLOSES, YEAR_DAYS, Fact, Moment, Series, market_facts, prompt_facts, ticker_facts
 from tasks.sample_format import choose, stable_digest
 from tasks.sample_store import SampleSet, read_jsonl, save_sample_set
 from tasks.sample_templates import FAMILIES, PROMPT_FAMILIES, TRAIN_TEMPLATES, VAL_TEMPLATES, Template
 
-__all__ = ["SampleDataError", "SampleSet", "build_sample_set", "build_samples", "format_sample_report", "read_jsonl"]
+__all__ = ["SampleDataError", "SampleSet", "build_sample_files", "build_sample_set", "build_samples",
+           "build_samples_from_bars", "format_sample_report", "read_jsonl"]
 
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 
@@ -161,19 +162,31 @@ def family_quotas(sizes: Mapping[str, int], cap: int) -> dict[str, int]:
     return quotas
 
 
+def subsample_priority(samples: list[dict[str, Any]], seed: int, latest: date) -> dict[str, tuple]:
+    """Sort key per sample id: first the undated latest questions (validation asks them in
+    other words), then the latest session's dated ones, then older sessions; within that, each
+    fact once before any fact twice (paraphrases share the id up to the template); then seeded."""
+    digest = {s["id"]: stable_digest(seed, s["id"]) for s in samples}
+    by_fact: dict[str, list[str]] = {}
+    for s in samples:
+        by_fact.setdefault(s["id"].rsplit("/", 1)[0], []).append(s["id"])
+    repeat = {i: rank for ids in by_fact.values() for rank, i in enumerate(sorted(ids, key=digest.get))}
+    tier = {s["id"]: 0 if "/latest/" in s["id"] else 1 if s["session"] == latest.isoformat() else 2 for s in samples}
+    return {i: (tier[i], repeat[i], digest[i]) for i in digest}
+
+
 def stratified_subsample(samples: list[dict[str, Any]], cap: int | None, seed: int, latest: date) -> list[dict[str, Any]]:
-    """At most `cap` samples, every family kept: per family, the latest session's samples first,
-    then a seeded shuffle of the rest. The kept samples stay in their original order."""
+    """At most `cap` samples, every family kept with an even share (`family_quotas`), chosen
+    by `subsample_priority`. The kept samples stay in their original order."""
     if cap is None or len(samples) <= cap:
         return samples
     sizes = Counter(s["family"] for s in samples)
     if cap < len(sizes):
         raise ValueError(f"a cap of {cap} samples cannot keep all {len(sizes)} families represented")
-    quotas, keep = family_quotas(sizes, cap), set()
+    quotas, priority, keep = family_quotas(sizes, cap), subsample_priority(samples, seed, latest), set()
     for family in sizes:
-        ranked = sorted((s for s in samples if s["family"] == family),
-                        key=lambda s: (s["session"] != latest.isoformat(), stable_digest(seed, s["id"])))
-        keep.update(s["id"] for s in ranked[:quotas[family]])
+        ranked = sorted((s["id"] for s in samples if s["family"] == family), key=priority.get)
+        keep.update(ranked[:quotas[family]])
     return [s for s in samples if s["id"] in keep]
 
 
@@ -213,18 +226,15 @@ def build_samples_from_bars(home: Path, bars: Mapping[str, pd.DataFrame], cfg: C
 
 def build_samples(home: Path, cfg: Config, as_of: date) -> SampleSet:
     """Load the universe's bars from the market store and build the session's sample set."""
-    # Imported here: the store pulls in the data sources (yfinance, calendars) that the pure
-    # core and its tests do not need.
-    from tasks.market_data import load_bars
-
     bars = {spec.symbol: load_bars(Path(home), spec.symbol) for spec in cfg.market.tickers}
     return build_samples_from_bars(Path(home), bars, cfg, as_of)
 
 
-def _first_sample(path: Path) -> dict[str, Any] | None:
-    with open(path, encoding="utf-8") as lines:
-        line = next((line for line in lines if line.strip()), None)
-    return json.loads(line) if line else None
+def _example(path: Path, session: date) -> dict[str, Any] | None:
+    """A sample about the latest session's data if there is one, else the first one."""
+    samples = read_jsonl(path)
+    about_latest = [s for s in samples if s["session"] == session.isoformat() and s["family"] not in PROMPT_FAMILIES]
+    return (about_latest or samples or [None])[0]
 
 
 def format_sample_report(sample_set: SampleSet, tokenizer: Any = None) -> str:
@@ -240,7 +250,7 @@ def format_sample_report(sample_set: SampleSet, tokenizer: Any = None) -> str:
     lines += [f"  {'total':<16}{ss.n_train:>7}{ss.n_val:>7}", ""]
     lines += [f"  data window {symbol}: {first} .. {last}" for symbol, (first, last) in ss.data_window.items()]
     for path in (ss.train_path, ss.val_path):
-        sample = _first_sample(path)
+        sample = _example(path, ss.session)
         if sample is None:
             continue
         lines += ["", f"Example ({sample['split']}, {sample['id']}):"]

@@ -23,6 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
 from tasks.base_model import (BaseModelRef, build_bnb_config, default_device, load_base,
                               resolve_base_model, resolve_compute_dtype)
 from tasks.chat import tokenize_conversation
@@ -31,7 +34,7 @@ from tasks.config import Config, TrainingConfig
 log = logging.getLogger(__name__)
 
 __all__ = ["Candidate", "NonFiniteLossError", "TrainingError", "build_bnb_config", "build_lora_config",
-           "build_sft_config", "train_adapter"]
+           "build_sft_config", "format_candidate", "train_adapter", "train_candidate"]
 
 ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
@@ -273,3 +276,24 @@ def train_adapter(home: Path, cfg: Config, samples: Any, *, run_id: str | None =
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def format_candidate(candidate: Candidate) -> str:
+    """A few lines for people: where the adapter is, how the validation loss moved, phase times."""
+    record = json.loads(candidate.training_json.read_text())
+    phases = ", ".join(f"{name} {sec:.1f}s" for name, sec in record["wall_seconds"].items())
+    return "\n".join([
+        f"run {candidate.run_id}: adapter {candidate.adapter_dir}",
+        f"base {candidate.base.identity} ({candidate.base.source}, {candidate.base.file_hash[:12]})",
+        f"validation loss {candidate.initial_eval_loss:.4f} before training -> {candidate.best_eval_loss:.4f} "
+        f"at step {candidate.best_step} of {record['steps_trained']}"
+        + (" (stopped early)" if record["stopped_early"] else ""),
+        f"tokens seen {record['tokens_seen']:,}; {phases}"])
+
+
+# Not retried: a failed run is a bug or a bad config, and training again costs minutes.
+# Never cached: each run trains a fresh adapter (the flow decides whether a day is done).
+@task(name="train-adapter", cache_policy=NO_CACHE)
+def train_candidate(home: Path, cfg: Config, sample_set: Any) -> Candidate:
+    """Train a fresh adapter on the session's samples (the run folder is removed on failure)."""
+    return train_adapter(home, cfg, sample_set)

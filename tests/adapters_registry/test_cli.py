@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from adapters_registry import Registry
-from adapters_registry.cli import build_parser, main
+from adapters_registry.cli import add_commands, build_parser, main, run_command
 from tests.adapters_registry.fakes import decision, lineage, make_fake_adapter
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +42,8 @@ def test_promoted_show_history_and_champion_at(home, capsys):
     champion = registry.champion()
     assert run(capsys, "--home", str(home), "promoted") == (0, champion.version + "\n")
     assert run(capsys, "--home", str(home), "promoted", "--path") == (0, f"{champion.path}\n")
-    assert json.loads(run(capsys, "--home", str(home), "show", champion.version, "--json")[1])["version"] == champion.version
+    shown = json.loads(run(capsys, "--home", str(home), "show", champion.version, "--json")[1])
+    assert shown["version"] == champion.version and shown["lineage"]["scores"]["val_hash"]
     code, out = run(capsys, "--home", str(home), "show", champion.version)
     assert code == 0 and "val set" in out and "adapter_model.safetensors" in out
     assert [e["event"] for e in json.loads(run(capsys, "--home", str(home), "history", "--json")[1])][:2] == \
@@ -88,3 +89,12 @@ def test_the_parser_mounts_under_another_cli(home, capsys):
     build_parser(top.add_subparsers(dest="command"))
     args = top.parse_args(["--home", str(home), "registry", "promoted"])
     assert args.func(args) == 0 and capsys.readouterr().out.startswith("v0003-")
+
+
+def test_the_commands_mount_on_a_parser_that_already_has_home(home, capsys):
+    top = argparse.ArgumentParser(prog="niftytune")
+    registry = top.add_subparsers(dest="command").add_parser("registry")
+    registry.add_argument("--home")
+    add_commands(registry)
+    args = top.parse_args(["registry", "--home", str(home), "list", "--json"])
+    assert run_command(args) == 0 and len(json.loads(capsys.readouterr().out)) == 3

@@ -103,6 +103,13 @@ def test_verify_reports_an_extra_or_missing_file(three_runs):
     assert any("tokenizer.json" in p and "missing" in p for p in problems)
 
 
+def test_verify_reports_a_registered_version_that_vanished(three_runs):
+    import shutil
+    registry, (_, v2, _), _ = three_runs
+    shutil.rmtree(registry.get(v2).path)
+    assert any(v2 in p and "missing" in p for p in registry.verify())
+
+
 def test_prune_keeps_champion_last_promoted_and_last_rejected(tmp_path):
     registry = Registry(tmp_path)
     outcomes = [True, False, True, False, True, False]

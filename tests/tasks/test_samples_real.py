@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 from tasks.config import DEFAULT_UNIVERSE, Config, MarketConfig, TickerSpec
-from tasks.samples import build_sample_set, build_samples_from_bars
+from tasks.market_data import load_bars, resolve_session
+from tasks.market_data import commit_staged, stage_new_bars  # plain functions under the Prefect tasks
+from tasks.samples import build_sample_set, build_samples, build_samples_from_bars, read_jsonl
 
 AS_OF = date(2019, 11, 29)
 PREVIOUS = date(2019, 11, 28)
@@ -38,17 +40,37 @@ def spec_of(symbol: str) -> TickerSpec:
 
 @pytest.fixture(scope="module")
 def recorded(shared_market: Path) -> dict[str, pd.DataFrame]:
+    """Every recorded file read here, whole (bars after as_of included)."""
     return {p.name.removesuffix(".csv"): read_recorded_bars(p) for p in sorted(shared_market.glob("*.csv"))}
 
 
-def config_for(symbols: list[str]) -> Config:
-    return Config(market=MarketConfig(tickers=[spec_of(s) for s in symbols]))
+def config_for(symbols: list[str], csv_dir: Path | None = None) -> Config:
+    return Config(market=MarketConfig(tickers=[spec_of(s) for s in symbols], source="csv" if csv_dir else "yahoo",
+                                      csv_dir=csv_dir))
 
 
 @pytest.fixture(scope="module")
-def all_tickers(recorded) -> tuple[Config, list[dict], list[dict]]:
-    cfg = config_for(sorted(recorded))
-    return (cfg, *build_sample_set(recorded, cfg, AS_OF))
+def store(shared_market: Path, tmp_path_factory) -> tuple[Path, Config]:
+    """A market store filled from the recorded files (csv source) as of 2019-11-29, all tickers."""
+    symbols = sorted(p.name.removesuffix(".csv") for p in shared_market.glob("*.csv"))
+    home, cfg = tmp_path_factory.mktemp("home"), config_for(symbols, shared_market)
+    session = resolve_session(AS_OF, cfg.market)
+    staged = {symbol: stage_new_bars(home, cfg.market, symbol, session) for symbol in symbols}
+    commit_staged(home, cfg, session, staged, failures={})
+    return home, cfg
+
+
+@pytest.fixture(scope="module")
+def stored_bars(store) -> dict[str, pd.DataFrame]:
+    home, cfg = store
+    return {t.symbol: load_bars(home, t.symbol) for t in cfg.market.tickers}
+
+
+@pytest.fixture(scope="module")
+def all_tickers(store) -> tuple[Config, list[dict], list[dict]]:
+    home, cfg = store
+    sample_set = build_samples(home, cfg, AS_OF)
+    return cfg, read_jsonl(sample_set.train_path), read_jsonl(sample_set.val_path)
 
 
 def numbers(text: str, names: list[str]) -> list[str]:
@@ -62,80 +84,83 @@ def value(number: str) -> float:
     return float(number.replace(",", ""))
 
 
+Columns = dict[str, np.ndarray]
+
+
+def as_columns(bars: dict[str, pd.DataFrame]) -> dict[str, Columns]:
+    """Per ticker, numpy arrays of the sessions and each column (fast to slice per sample)."""
+    return {s: {"session": b.index.to_numpy(), **{c: b[c].to_numpy() for c in ("high", "low", "close", "volume")}}
+            for s, b in bars.items()}
+
+
 class Recompute:
     """The expected figures of an answer, from the bars up to the sample's session."""
 
-    def __init__(self, recorded: dict[str, pd.DataFrame], cfg: Config, sample: dict):
-        self.recorded, self.sample, self.cfg = recorded, sample, cfg
-        self.session = pd.Timestamp(sample["session"])
-        self.bars = {s: self.full(s) for s in sample["tickers"]}
+    def __init__(self, columns: dict[str, Columns], cfg: Config, sample: dict):
+        self.columns, self.sample, self.cfg = columns, sample, cfg
+        self.session = np.datetime64(sample["session"], "ns")
+        self.bars = {s: self.upto(s) for s in sample["tickers"]}
+        self.one = self.bars[sample["tickers"][0]]
 
-    def one(self) -> pd.DataFrame:
-        return self.bars[self.sample["tickers"][0]]
+    def upto(self, symbol: str) -> Columns:
+        col = self.columns[symbol]
+        end = int(np.searchsorted(col["session"], self.session, side="right"))
+        return {k: v[:end] for k, v in col.items()}
 
     def close(self) -> list[float]:
-        b = self.one()
-        day, prev = b.iloc[-1], b.iloc[-2]
-        vol = [day.volume] if day.volume > 0 else []
-        return [day.close, 100 * (day.close / prev.close - 1), day.high, day.low, *vol]
+        c, h, lo, v = (self.one[k] for k in ("close", "high", "low", "volume"))
+        return [c[-1], 100 * (c[-1] / c[-2] - 1), h[-1], lo[-1], *([v[-1]] if v[-1] > 0 else [])]
 
     def volume(self) -> list[float]:
-        v = self.one().volume.iloc[-20:]
-        return [v.iloc[-1], 100 * (v.iloc[-1] / v.mean() - 1), 20, v.mean()]
+        v = self.one["volume"][-20:]
+        return [v[-1], 100 * (v[-1] / v.mean() - 1), 20, v.mean()]
 
     def performance(self, n: int) -> list[float]:
-        c = self.one().close
-        return [n, 100 * (c.iloc[-1] / c.iloc[-1 - n] - 1), c.iloc[-1 - n], c.iloc[-1]]
+        c = self.one["close"]
+        return [n, 100 * (c[-1] / c[-1 - n] - 1), c[-1 - n], c[-1]]
 
     def volatility(self) -> list[float]:
-        r = self.one().close.pct_change().iloc[-20:]
-        return [20, 100 * r.std(), 100 * r.std() * math.sqrt(252)]
+        c = self.one["close"][-21:]
+        std = 100 * np.std(c[1:] / c[:-1] - 1, ddof=1)
+        return [20, std, std * math.sqrt(252)]
 
     def trend(self) -> list[float]:
-        c = self.one().close
-        s10, s20 = c.iloc[-10:].mean(), c.iloc[-20:].mean()
-        return [c.iloc[-1], 10, s10, 100 * (c.iloc[-1] / s10 - 1), 20, s20, 100 * (c.iloc[-1] / s20 - 1)]
+        c = self.one["close"]
+        s10, s20 = c[-10:].mean(), c[-20:].mean()
+        return [c[-1], 10, s10, 100 * (c[-1] / s10 - 1), 20, s20, 100 * (c[-1] / s20 - 1)]
 
     def range_52w(self) -> list[float]:
-        b = self.one()
-        year = b[b.index > self.session - timedelta(days=364)]
-        hi, lo, c = year.high.max(), year.low.min(), b.close.iloc[-1]
+        year = self.one["session"] > self.session - np.timedelta64(364, "D")
+        hi, lo, c = self.one["high"][year].max(), self.one["low"][year].min(), self.one["close"][-1]
         return [52, lo, hi, c, 100 * (c / hi - 1), 100 * (c / lo - 1)]
 
     def compare(self, n: int) -> list[float]:
-        a, b = (self.bars[s].close for s in self.sample["tickers"])
-        ra, rb = 100 * (a.iloc[-1] / a.iloc[-1 - n] - 1), 100 * (b.iloc[-1] / b.iloc[-1 - n] - 1)
+        a, b = (self.bars[s]["close"] for s in self.sample["tickers"])
+        ra, rb = 100 * (a[-1] / a[-1 - n] - 1), 100 * (b[-1] / b[-1 - n] - 1)
         return [n, ra, rb, abs(ra - rb)]
 
+    def day_change(self, symbol: str) -> float:
+        c = self.upto(symbol)["close"]
+        return 100 * (c[-1] / c[-2] - 1)
+
     def market_summary(self) -> list[float]:
-        moves = {s: b.close.iloc[-2:] for s, b in self.bars.items()}
-        changes = {s: 100 * (c.iloc[-1] / c.iloc[-2] - 1) for s, c in moves.items()}
         named_stocks = [s for s in self.sample["tickers"] if not s.startswith("^")]
-        universe = [t.symbol for t in self.cfg.market.tickers]
-        trading = [s for s in universe if not s.startswith("^") and self.session in self.full(s).index]
-        best = sorted(trading, key=lambda s: -self.change_of(s))
+        trading = [t.symbol for t in self.cfg.market.tickers
+                   if not t.symbol.startswith("^") and self.upto(t.symbol)["session"][-1] == self.session]
+        best = sorted(trading, key=lambda s: -self.day_change(s))
         assert named_stocks == best[:2] + best[:-3:-1]  # the top 2 gainers, then the top 2 losers
-        return [x for s in self.sample["tickers"] for x in (moves[s].iloc[-1], changes[s])]
-
-    def full(self, symbol: str) -> pd.DataFrame:
-        bars = self.recorded[symbol]
-        return bars.iloc[:bars.index.searchsorted(self.session, side="right")]
-
-    def change_of(self, symbol: str) -> float:
-        c = self.full(symbol).close
-        return 100 * (c.iloc[-1] / c.iloc[-2] - 1)
+        return [x for s in self.sample["tickers"] for x in (self.bars[s]["close"][-1], self.day_change(s))]
 
     def prompt_change(self, n: int) -> list[float]:
-        c = self.one().close.iloc[-n:]
-        return [c.iloc[0], c.iloc[-1], 100 * (c.iloc[-1] / c.iloc[0] - 1)]
+        c = self.one["close"][-n:]
+        return [c[0], c[-1], 100 * (c[-1] / c[0] - 1)]
 
     def prompt_sma(self, n: int) -> list[float]:
-        return [n, self.one().close.iloc[-n:].mean()]
+        return [n, self.one["close"][-n:].mean()]
 
 
-def expected_figures(recorded: dict[str, pd.DataFrame], cfg: Config, sample: dict, shown: list[str]) -> list[float]:
-    calc = Recompute(recorded, cfg, sample)
-    family = sample["family"]
+def expected_figures(columns: dict[str, Columns], cfg: Config, sample: dict, shown: list[str]) -> list[float]:
+    calc, family = Recompute(columns, cfg, sample), sample["family"]
     if family in ("performance", "compare"):
         assert shown[0] in ("1", "3", "5", "7", "10", "20")
         return getattr(calc, family)(int(shown[0]))
@@ -147,15 +172,25 @@ def expected_figures(recorded: dict[str, pd.DataFrame], cfg: Config, sample: dic
     return getattr(calc, family)()
 
 
-def test_every_answer_number_rederives_from_the_bars_for_all_recorded_tickers(recorded, all_tickers):
+def fact_of(sample: dict, shown: list[str]) -> tuple:
+    """What an answer is about: samples that share it (paraphrases) share their figures."""
+    return (sample["family"], tuple(sample["tickers"]), sample["session"], tuple(shown[:1]),
+            sample["messages"][1]["content"].count("\n"))
+
+
+def test_every_answer_number_rederives_from_the_bars_for_all_recorded_tickers(stored_bars, all_tickers):
     cfg, train, val = all_tickers
     names = [t.name for t in cfg.market.tickers]
     assert {s["family"] for s in train} >= {"close", "volume", "performance", "volatility", "trend",
                                             "range_52w", "compare", "market_summary", "prompt_change", "prompt_sma"}
+    columns, computed = as_columns(stored_bars), {}
     for sample in train + val:
         answer = sample["messages"][2]["content"]
         shown = numbers(answer, names)
-        expected = expected_figures(recorded, cfg, sample, shown)
+        key = fact_of(sample, shown)
+        if key not in computed:
+            computed[key] = expected_figures(columns, cfg, sample, shown)
+        expected = computed[key]
         assert len(shown) == len(expected), (sample["id"], answer, expected)
         for got, want in zip(shown, expected):
             # Two decimals: within one unit of the last place (float rounding at .005, and prompt
@@ -164,9 +199,9 @@ def test_every_answer_number_rederives_from_the_bars_for_all_recorded_tickers(re
             assert abs(value(got) - want) <= tolerance + 1e-9 * abs(want), (sample["id"], answer, got, want)
 
 
-def test_dates_in_answers_are_sessions_up_to_as_of(recorded, all_tickers):
+def test_dates_in_answers_are_sessions_up_to_as_of(stored_bars, all_tickers):
     cfg, train, val = all_tickers
-    sessions = set().union(*(b.index for b in recorded.values()))
+    sessions = set().union(*(b.index for b in stored_bars.values()))
     for sample in train + val:
         for day, month, year in DATE_WORDS.findall(sample["messages"][2]["content"]):
             stamp = pd.Timestamp(f"{day} {month} {year}")
@@ -182,10 +217,10 @@ def test_latest_session_answer_names_the_latest_session(all_tickers):
 SUBSET = ["^NSEI", "^BSESN", "TCS.NS", "RELIANCE.NS", "INFY.NS", "ICICIBANK.NS"]
 
 
-def test_build_is_deterministic_with_the_same_files_hash_twice(recorded, tmp_path: Path):
-    cfg = config_for(SUBSET)
-    first = build_samples_from_bars(tmp_path / "a", recorded, cfg, AS_OF)
-    second = build_samples_from_bars(tmp_path / "b", recorded, cfg, AS_OF)
+def test_build_is_deterministic_with_the_same_files_hash_twice(store, stored_bars, tmp_path: Path):
+    home, cfg = store
+    first = build_samples(home, cfg, AS_OF)
+    second = build_samples_from_bars(tmp_path, stored_bars, cfg, AS_OF)
     assert first.content_hash == second.content_hash and first.session == AS_OF
     assert first.train_path.read_bytes() == second.train_path.read_bytes()
     assert first.data_window["TCS.NS"][1] == "2019-11-29" and first.data_window["^NSEI"][1] == "2019-11-29"

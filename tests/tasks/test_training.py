@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tasks.config import Config, load_config
-from tasks.training import NonFiniteLossError, train_adapter
+from tasks.training import NonFiniteLossError, TrainingError, train_adapter
 
 NAMES = ["NIFTY 50", "SENSEX", "TCS", "Infosys", "HDFC Bank", "ICICI Bank", "Reliance Industries"]
 SYSTEM = "You are niftytune, an assistant for the Indian stock market."
@@ -69,3 +69,97 @@ def tiny_config(model_dir: Path, **training) -> Config:
             "lora_alpha": 8, "warmup_ratio": 0.0, "early_stopping_patience": 3, **training}
     return load_config("cpu", overrides={"training.base_model": str(model_dir),
                                          **{f"training.{k}": v for k, v in fast.items()}})
+
+
+def lora_tensors(adapter_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(adapter_dir / "adapter_model.safetensors")
+
+
+@pytest.fixture
+def keep_trainer(monkeypatch) -> list:
+    """Record the SFTTrainer that train_adapter builds, to compare its in-memory model."""
+    import tasks.training as training
+
+    kept, build = [], training._build_trainer
+
+    def recording(*args, **kwargs):
+        kept.append(build(*args, **kwargs))
+        return kept[-1]
+
+    monkeypatch.setattr(training, "_build_trainer", recording)
+    return kept
+
+
+@pytest.mark.parametrize("load_in_4bit", [False, True], ids=["lora", "qlora-4bit"])
+def test_adapter_trains_and_reloads_with_the_same_logits(tmp_path, tiny_model_dir, keep_trainer, load_in_4bit):
+    from peft import PeftModel
+
+    from tasks.base_model import load_base
+
+    samples = write_samples(tmp_path / "samples")
+    cfg = tiny_config(tiny_model_dir, load_in_4bit=load_in_4bit)
+    cand = train_adapter(tmp_path / "home", cfg, samples, run_id="run-1", progress=False)
+
+    record = json.loads(cand.training_json.read_text())
+    losses = [e["eval_loss"] for e in record["eval_losses"]]
+    assert all(map(lambda x: x == x and abs(x) < float("inf"), losses)) and len(losses) == 4
+    assert cand.best_eval_loss < cand.initial_eval_loss == losses[0]
+    assert record["tokens_seen"] > 0 and record["base_model"]["file_hash"] == cand.base.file_hash
+    assert set(record["wall_seconds"]) >= {"load", "quantize", "train", "save"}
+    # LoRA B starts at zero: non-zero B matrices mean the optimizer changed the adapter.
+    saved = lora_tensors(cand.adapter_dir)
+    b_norms = [t.norm().item() for name, t in saved.items() if "lora_B" in name]
+    assert b_norms and all(n > 0 for n in b_norms)
+    for name in ("adapter_config.json", "tokenizer.json", "chat_template.jinja", "training.json"):
+        assert (cand.adapter_dir / name).is_file(), name
+    assert sorted(p.name for p in cand.run_dir.iterdir()) == ["adapter"]  # checkpoints pruned
+
+    ids = torch.tensor([[5, 17, 42, 99, 123, 7, 250, 31]])
+    trained = keep_trainer[0].model.eval()
+    with torch.no_grad():
+        before = trained(input_ids=ids).logits
+        base, _ = load_base(cand.base, cfg.training, for_training=False)
+        reloaded = PeftModel.from_pretrained(base, cand.adapter_dir).eval()
+        after = reloaded(input_ids=ids).logits
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+def test_early_stopping_ends_training_when_validation_stops_improving(tmp_path, tiny_model_dir):
+    samples = write_samples(tmp_path / "samples", val_random=True)
+    cfg = tiny_config(tiny_model_dir, max_steps=60, eval_steps=2, early_stopping_patience=2,
+                      learning_rate=2e-2, logging_steps=2)
+    cand = train_adapter(tmp_path / "home", cfg, samples, progress=False)
+    record = json.loads(cand.training_json.read_text())
+    assert record["stopped_early"] and record["steps_trained"] < record["max_steps"] == 60
+    assert cand.best_step < record["steps_trained"]
+    assert record["steps_trained"] - cand.best_step == 2 * 2  # patience evaluations, 2 steps apart
+    assert cand.best_eval_loss == min(e["eval_loss"] for e in record["eval_losses"][1:])
+
+
+def test_non_finite_loss_stops_training_and_leaves_no_run_dir(tmp_path, tiny_model_dir):
+    samples = write_samples(tmp_path / "samples")
+    cfg = tiny_config(tiny_model_dir, learning_rate=1e30, max_steps=8, logging_steps=1)
+    home = tmp_path / "home"
+    with pytest.raises(NonFiniteLossError, match="became"):
+        train_adapter(home, cfg, samples, run_id="doomed", progress=False)
+    assert list((home / "runs").iterdir()) == []
+
+
+def test_failed_run_removes_its_run_dir(tmp_path, tiny_model_dir):
+    samples = write_samples(tmp_path / "samples")
+    samples.val_path.write_text("")  # nothing to evaluate on
+    home = tmp_path / "home"
+    with pytest.raises(TrainingError, match="no conversations"):
+        train_adapter(home, tiny_config(tiny_model_dir), samples, run_id="empty", progress=False)
+    assert not (home / "runs" / "empty").exists()
+
+
+def test_existing_run_id_is_refused_and_left_alone(tmp_path, tiny_model_dir):
+    home = tmp_path / "home"
+    (home / "runs" / "taken").mkdir(parents=True)
+    (home / "runs" / "taken" / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError):
+        train_adapter(home, tiny_config(tiny_model_dir), write_samples(tmp_path / "s"), run_id="taken")
+    assert (home / "runs" / "taken" / "keep.txt").is_file()

@@ -1,0 +1,181 @@
+"""What a daily run tells people: Prefect artifacts with stable keys (so the UI shows their
+history run after run), per-stage timings, and the one-screen summary `niftytune run` prints.
+
+Artifact keys: `daily-retrain-decision` (markdown), `market-coverage` (table),
+`answer-accuracy` (table), `registered-version` (link).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+DECISION_KEY = "daily-retrain-decision"
+COVERAGE_KEY = "market-coverage"
+ACCURACY_KEY = "answer-accuracy"
+VERSION_KEY = "registered-version"
+MODELS = ("base", "champion", "candidate")
+
+
+@dataclass
+class RunSummary:
+    """The outcome of one daily run, small enough to print, return and compare."""
+
+    as_of: date
+    session: date
+    status: str  # skipped | no-op | promoted | rejected | dry-run
+    message: str
+    version: str | None = None
+    champion: str | None = None
+    losses: dict[str, float | None] = field(default_factory=dict)
+    accuracy: dict[str, float | None] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "as_of": str(self.as_of), "session": str(self.session)}
+
+
+class StageTimer:
+    """`with timer("train"): ...` logs the stage's wall time and keeps it for the report."""
+
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter) -> None:
+        self.log, self.seconds = log, {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        self.log.info("stage %s: started", stage)
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(time.perf_counter() - start, 2)
+            self.log.info("stage %s: %.1f s", stage, self.seconds[stage])
+
+
+def remove_run_dir(candidate: Any) -> None:
+    """Prune the training scratch dir once the candidate is registered (or rejected)."""
+    shutil.rmtree(candidate.run_dir, ignore_errors=True)
+
+
+def _champion(home: Path) -> str | None:
+    from adapters_registry import Registry
+
+    champion = Registry(home).champion()
+    return champion.version if champion else None
+
+
+def _fmt(x: float | None, spec: str = ".4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _decision_markdown(summary: RunSummary, extra: list[str]) -> str:
+    lines = [f"# daily-retrain {summary.session}: **{summary.status}**", "", summary.message, ""]
+    if summary.losses:
+        lines += ["| model | validation loss | answer accuracy |", "|---|---:|---:|"]
+        lines += [f"| {m} | {_fmt(summary.losses.get(m))} | {_fmt(summary.accuracy.get(m), '.1%')} |"
+                  for m in MODELS if m in summary.losses]
+        lines.append("")
+    lines += extra
+    if summary.timings:
+        lines += ["", "| stage | seconds |", "|---|---:|"]
+        lines += [f"| {stage} | {sec:.1f} |" for stage, sec in summary.timings.items()]
+    return "\n".join(lines)
+
+
+def publish_skip(home: Path, session: Any, message: str) -> RunSummary:
+    """A non-session day: a clean, reported skip (Completed, no fetch, no training)."""
+    summary = RunSummary(session.as_of, session.session, "skipped", message, champion=_champion(home))
+    create_markdown_artifact(_decision_markdown(summary, [f"Champion unchanged: {summary.champion}."]),
+                             key=DECISION_KEY, description=message)
+    logging.getLogger(__name__).info(message)
+    return summary
+
+
+def publish_noop(home: Path, session: Any, previous: Any) -> RunSummary:
+    """A session that already has a decision: say so and change nothing."""
+    message = (f"no-op: session {session.session} already has a decision ({previous.version}, "
+               f"{previous.time:%Y-%m-%d %H:%M}); pass force=true to retrain it")
+    summary = RunSummary(session.as_of, session.session, "no-op", message, version=previous.version,
+                         champion=_champion(home))
+    create_markdown_artifact(_decision_markdown(summary, []), key=DECISION_KEY, description=message)
+    logging.getLogger(__name__).info(message)
+    return summary
+
+
+def _coverage_table(coverage: Any) -> list[dict[str, Any]]:
+    return [{"ticker": t.symbol, "source": t.source, "last session": str(t.last_session or "-"),
+             "rows added": t.rows_added, "rows revised": t.rows_revised, "dropped": len(t.dropped),
+             "dropped why": "; ".join(f"{d.session}: {d.reason}" for d in t.dropped)[:300],
+             "anomalies": "; ".join(t.anomalies)[:300], "status": "ok" if t.has_session else "stale"}
+            for t in coverage.tickers]
+
+
+def _accuracy_table(scores: Any) -> list[dict[str, Any]]:
+    families = sorted({f for s in scores.scores.values() for f in (s.accuracy or {})})
+    return [{"family": f, **{m: _fmt((scores.scores[m].accuracy or {}).get(f), ".1%")
+                             for m in MODELS if m in scores.scores}} for f in families]
+
+
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_run(home: Path, session: Any, coverage: Any, scores: Any, decision: Any, version: Any,
+                timer: StageTimer, dry_run: bool) -> RunSummary:
+    """Artifacts for a trained session: decision, coverage, accuracy, registered version."""
+    status = "dry-run" if dry_run else ("promoted" if decision.promote else "rejected")
+    summary = RunSummary(
+        session.as_of, session.session, status, decision.reason,
+        version=version.version if version else None, champion=_champion(home),
+        losses={m: s.loss for m, s in scores.scores.items()},
+        accuracy={m: s.accuracy_overall for m, s in scores.scores.items()}, timings=dict(timer.seconds))
+    window = coverage.tickers and f"{min(str(t.last_session) for t in coverage.tickers)} .. {session.session}"
+    extra = [f"- delta vs {decision.baseline}: {_fmt(decision.delta, '+.6f')} (min_delta {decision.min_delta:g})",
+             f"- candidate version: {summary.version or '(not registered: dry run)'}",
+             f"- champion after this run: {summary.champion or '(none)'}",
+             f"- scored on val.jsonl sha256 {scores.val_hash[:16]}... ({scores.n_samples} conversations, "
+             f"{scores.n_tokens} answer tokens)",
+             f"- data: {len(coverage.tickers)} tickers, source {coverage.source}, last sessions {window}"]
+    create_markdown_artifact(_decision_markdown(summary, extra), key=DECISION_KEY,
+                             description=f"{summary.session}: {status}")
+    create_table_artifact(_coverage_table(coverage), key=COVERAGE_KEY,
+                          description=f"market coverage for {summary.session}")
+    create_table_artifact(_accuracy_table(scores), key=ACCURACY_KEY,
+                          description=f"answer accuracy per family for {summary.session}")
+    if version is not None:
+        create_link_artifact(Path(version.path).resolve().as_uri(), link_text=version.version, key=VERSION_KEY,
+                             description=f"registered version for {summary.session} ({status})")
+    return summary
+
+
+def format_run_summary(summary: RunSummary) -> str:
+    """The few lines `niftytune run` prints at the end."""
+    lines = [f"daily-retrain as of {summary.as_of} (session {summary.session}): {summary.status.upper()}",
+             f"  {summary.message}"]
+    if summary.losses:
+        lines.append("  validation loss: " + ", ".join(
+            f"{m} {_fmt(summary.losses.get(m))}" for m in MODELS if m in summary.losses))
+        lines.append("  answer accuracy: " + ", ".join(
+            f"{m} {_fmt(summary.accuracy.get(m), '.1%')}" for m in MODELS if m in summary.accuracy))
+    if summary.version:
+        lines.append(f"  registered: {summary.version}")
+    lines.append(f"  champion now: {summary.champion or '(none)'}")
+    if summary.timings:
+        lines.append("  stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items()))
+    return "\n".join(lines)
+
+
+def format_backfill_table(rows: list[RunSummary]) -> str:
+    """One line per session: decision, the three losses, the registered version, the champion."""
+    header = ["session", "decision", "base", "champion", "candidate", "version", "champion after"]
+    table = [header] + [[str(r.session), r.status, _fmt(r.losses.get("base")), _fmt(r.losses.get("champion")),
+                         _fmt(r.losses.get("candidate")), r.version or "-", r.champion or "-"] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)

@@ -1,0 +1,209 @@
+"""Scoring: one val.jsonl, one process, identical settings for every model; the number_accuracy
+metric, loaded by path through `evaluate`; `ask` through the promoted adapter."""
+from __future__ import annotations
+
+import hashlib
+import json
+from types import SimpleNamespace
+
+import pytest
+
+import adapters_registry
+from adapters_registry import Registry
+from tasks.base_model import hash_weight_files, resolve_base_model
+from tasks.chat import tokenize_conversation
+from tasks.config import Config, TrainingConfig
+from tasks.evaluation import (ValidationFileError, load_number_accuracy, read_validation, score_candidate,
+                              score_models, select_probes)
+from tasks.promotion import ChampionUnavailableError
+from tests.adapters_registry.fakes import decision, lineage, make_lora_adapter
+
+SYSTEM = Config().samples.system_prompt
+QA = [
+    ("close", "What was the latest close of NIFTY 50?", "NIFTY 50 closed at 12,056.05 points, up +0.53%.",
+     [{"value": 12056.05, "kind": "points"}, {"value": 0.53, "kind": "pct"}]),
+    ("close", "What did TCS close at?", "TCS closed at ₹2,154.35 on Friday, 29 November 2019.",
+     [{"value": 2154.35, "kind": "price"}]),
+    ("returns", "How did Reliance Industries do over 5 sessions?",
+     "Reliance Industries returned -1.25% over 5 sessions.",
+     [{"value": -1.25, "kind": "pct"}, {"value": 5, "kind": "count"}]),
+    ("volume", "What was the volume of HDFC Bank?", "Volume was 3,456,789 shares.",
+     [{"value": 3456789, "kind": "volume"}]),
+    ("returns", "How volatile is Infosys?", "Annualised volatility of Infosys is 23.45%, a moderate risk level.",
+     [{"value": 23.45, "kind": "pct"}]),
+]
+
+
+def conversation(i: int, family: str, question: str, answer: str, truth: list) -> dict:
+    return {"id": f"2019-11-29/{family}/{i}", "family": family, "template": "t", "tickers": ["^NSEI"],
+            "session": "2019-11-29", "split": "val", "truth": truth,
+            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question},
+                         {"role": "assistant", "content": answer}]}
+
+
+@pytest.fixture(scope="module")
+def val_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("samples") / "val.jsonl"
+    path.write_text("".join(json.dumps(conversation(i, *qa), ensure_ascii=False) + "\n" for i, qa in enumerate(QA)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_model_dir, tmp_path_factory):
+    return make_lora_adapter(tiny_model_dir, tmp_path_factory.mktemp("run") / "adapter", seed=3)
+
+
+def cfg(probe_size: int = 0, batch_size: int = 2) -> Config:
+    return Config.model_validate({"training": {"per_device_eval_batch_size": batch_size, "max_length": 384},
+                                  "evaluation": {"probe_size": probe_size, "max_new_tokens": 8}})
+
+
+def test_champion_and_candidate_scores_come_from_one_val_file(base, adapter, val_path, tmp_path, tiny_model_dir):
+    model, tokenizer = base
+    first = score_models(model, tokenizer, {"champion": adapter, "candidate": adapter}, val_path, cfg())
+    second = score_models(model, tokenizer, {"candidate": adapter}, val_path, cfg(batch_size=3))
+    losses = [first.scores["champion"].loss, first.scores["candidate"].loss, second.scores["candidate"].loss]
+    assert max(losses) - min(losses) < 1e-6
+    assert abs(first.scores["base"].loss - second.scores["base"].loss) < 1e-6
+    assert abs(first.scores["base"].loss - losses[0]) > 1e-4  # the adapter is really switched in
+    assert first.val_hash == hashlib.sha256(val_path.read_bytes()).hexdigest() == second.val_hash
+    assert first.n_samples == len(QA) and first.scores["candidate"].n_tokens == first.n_tokens > 0
+
+    fields = {**lineage(base_identity=str(tiny_model_dir), file_hash=hash_weight_files(tiny_model_dir)),
+              "scores": first.to_dict()}
+    info = Registry(tmp_path).register(adapter, fields, decision(True, "base"), promote=True)
+    assert info.manifest.lineage.scores.val_hash == first.val_hash
+    assert info.manifest.lineage.scores.settings["max_length"] == 384
+
+
+def test_the_daily_scoring_verifies_and_scores_the_champion_beside_the_candidate(tmp_path, tiny_model_dir,
+                                                                                 adapter, val_path):
+    home, config = tmp_path / "home", cfg()
+    ref = resolve_base_model(TrainingConfig(base_model=str(tiny_model_dir)), home)
+    candidate = SimpleNamespace(adapter_dir=adapter, base=ref)
+    sample_set = SimpleNamespace(val_path=val_path, val_hash=hashlib.sha256(val_path.read_bytes()).hexdigest())
+    first = score_candidate.fn(home, config, candidate, sample_set)
+    assert set(first.scores) == {"base", "candidate"} and first.champion_version is None
+    fields = {**lineage(base_identity=ref.identity, file_hash=ref.file_hash), "scores": first.to_dict()}
+    champion = Registry(home).register(adapter, fields, decision(True, "base"), promote=True)
+
+    second = score_candidate.fn(home, config, candidate, sample_set)
+    assert second.champion_version == champion.version
+    assert abs(second.scores["champion"].loss - second.scores["candidate"].loss) < 1e-6
+    assert abs(second.scores["candidate"].loss - first.scores["candidate"].loss) < 1e-6
+
+    weights = champion.path / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(ChampionUnavailableError):
+        score_candidate.fn(home, config, candidate, sample_set)
+
+
+def test_the_loss_is_the_token_weighted_mean_over_assistant_tokens(base, val_path):
+    import torch
+    import torch.nn.functional as F
+
+    model, tokenizer = base
+    report = score_models(model, tokenizer, {}, val_path, cfg(batch_size=4))
+    total, count = 0.0, 0
+    for record in read_validation(val_path):  # one conversation at a time, no padding
+        row = tokenize_conversation(tokenizer, record["messages"], 384)
+        ids, mask = torch.tensor([row["input_ids"]]), torch.tensor(row["completion_mask"], dtype=torch.bool)
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, :-1].float()
+        total += F.cross_entropy(logits[mask[1:]], ids[0, 1:][mask[1:]], reduction="sum").item()
+        count += int(mask[1:].sum())
+    assert report.n_tokens == count and report.scores["base"].loss == pytest.approx(total / count, abs=1e-5)
+
+
+def test_scoring_leaves_the_base_model_as_it_was(base, adapter, val_path):
+    model, tokenizer = base
+    model.train()
+    score_models(model, tokenizer, {"candidate": adapter}, val_path, cfg())
+    assert model.training and not any("lora" in name for name, _ in model.named_modules())
+
+
+def test_accuracy_is_reported_per_family_on_a_fixed_probe_subset(base, adapter, val_path):
+    model, tokenizer = base
+    report = score_models(model, tokenizer, {"candidate": adapter}, val_path, cfg(probe_size=3))
+    assert report.probe_ids == [p["id"] for p in select_probes(read_validation(val_path), 3)]
+    assert {p.split("/")[1] for p in report.probe_ids} == {"close", "returns", "volume"}  # stratified
+    for score in report.scores.values():
+        assert set(score.accuracy) == {"close", "returns", "volume"}
+        assert all(0.0 <= share <= 1.0 for share in score.accuracy.values())
+        assert 0.0 <= score.accuracy_overall <= 1.0
+
+
+def test_probe_selection_does_not_depend_on_file_order(val_path):
+    records = read_validation(val_path)
+    assert select_probes(records, 4) == select_probes(list(reversed(records)), 4)
+    assert len(select_probes(records, 99)) == len(records)
+
+
+def test_a_malformed_validation_file_fails_loudly(tmp_path):
+    path = tmp_path / "val.jsonl"
+    path.write_text(json.dumps({"id": "x", "family": "f", "truth": [], "messages": [{"role": "user", "content": "q"}]}))
+    with pytest.raises(ValidationFileError, match=r"val.jsonl:1"):
+        read_validation(path)
+
+
+def test_ask_answers_through_the_promoted_adapter(tmp_path, tiny_model_dir, adapter):
+    fields = lineage(base_identity=str(tiny_model_dir), file_hash=hash_weight_files(tiny_model_dir))
+    promoted = Registry(tmp_path).register(adapter, fields, decision(True, "base"), promote=True)
+    answer, info = adapters_registry.ask(tmp_path, "What was the latest close of NIFTY 50?", max_new_tokens=8)
+    assert isinstance(answer, str) and info.version == promoted.version
+
+
+# ---- the number_accuracy metric, loaded by path through evaluate ------------------------------
+
+def accuracy(prediction: str, truth: list[dict], **kw) -> dict:
+    return load_number_accuracy().compute(predictions=[prediction], references=[truth], **kw)
+
+
+def test_metric_exact_numbers_are_right():
+    result = accuracy("NIFTY 50 closed at 12,056.05 points, up +0.53%.",
+                      [{"value": 12056.05, "kind": "points"}, {"value": 0.53, "kind": "pct"}])
+    assert (result["accuracy"], result["n_correct"], result["n_numbers"]) == (1.0, 2, 2)
+
+
+def test_metric_numbers_within_tolerance_are_right():
+    truth = [{"value": 2154.35, "kind": "price"}, {"value": 1.25, "kind": "pct"}]
+    assert accuracy("₹2,160.00 and 1.30%", truth, price_tolerance=0.005, pct_tolerance=0.1)["accuracy"] == 1.0
+
+
+def test_metric_numbers_outside_tolerance_are_wrong():
+    truth = [{"value": 2154.35, "kind": "price"}, {"value": 1.25, "kind": "pct"}, {"value": 5, "kind": "count"}]
+    result = accuracy("₹2,180.00 and 1.50% over 6 sessions", truth, price_tolerance=0.005, pct_tolerance=0.1)
+    assert result["accuracy"] == 0.0
+
+
+def test_metric_missing_numbers_count_as_wrong():
+    truth = [{"value": 12056.05, "kind": "points"}, {"value": -1.25, "kind": "pct"}]
+    assert accuracy("I do not know.", truth)["accuracy"] == 0.0
+    assert accuracy("It closed at 12,056.05 points.", truth)["accuracy"] == 0.5
+
+
+def test_metric_reads_indian_and_western_grouping_signs_and_units():
+    truth = [{"value": 12345678.9, "kind": "volume"}, {"value": 12345678.9, "kind": "volume"},
+             {"value": -1.25, "kind": "pct"}, {"value": 2500000, "kind": "volume"}, {"value": -42.5, "kind": "price"}]
+    text = "Volume 1,23,45,678.90 (12,345,678.90), change −1.25%, 25 lakh shares, down ₹-42.50"
+    assert accuracy(text, truth)["accuracy"] == 1.0
+
+
+def test_metric_ignores_extra_numbers_and_keeps_the_order():
+    truth = [{"value": 2154.35, "kind": "price"}, {"value": 0.53, "kind": "pct"}]
+    assert accuracy("On 29 November 2019 TCS closed at Rs. 2,154.35, +0.53%.", truth)["accuracy"] == 1.0
+    assert accuracy("+0.53% to ₹2,154.35", truth)["n_correct"] == 1  # wrong order: only one matches
+
+
+def test_metric_reports_per_family_shares():
+    result = load_number_accuracy().compute(
+        predictions=["₹100", "₹7", "nothing"], families=["close", "close", "volume"],
+        references=[[{"value": 100, "kind": "price"}], [{"value": 8, "kind": "price"}],
+                    [{"value": 5, "kind": "volume"}]])
+    assert result["per_family"] == {"close": 0.5, "volume": 0.0} and result["per_sample"] == [1.0, 0.0, 0.0]

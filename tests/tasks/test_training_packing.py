@@ -1,0 +1,64 @@
+"""Packing as the gpu profile does it (trl bfd packing, padding-free rows with per-sample position
+ids, sdpa/eager attention) gives exactly the losses of unpacked batches: no cross-sample attention."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tasks.config import load_config
+from tasks.training import build_sft_config, tokenize_samples
+from tests.tasks.test_training import write_samples
+
+
+def per_token_nll(model, batch: dict) -> torch.Tensor:
+    """Summed next-token NLL over the labelled tokens of a batch (labels unshifted, -100 ignored)."""
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    logits = model(**inputs).logits.float()
+    labels = batch["labels"][:, 1:]
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return -(picked * (labels != -100)).sum()
+
+
+def gpu_like_trainer(tmp_path: Path, model_dir: Path, attn: str):
+    """An SFTTrainer built from the gpu profile's settings (packing on), in float32 on CPU."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    cfg = load_config("gpu", overrides={"training.base_model": str(model_dir), "training.max_length": 256,
+                                        "training.per_device_train_batch_size": 3,
+                                        "training.attn_implementation": attn})
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=attn).eval()
+    samples = write_samples(tmp_path / "samples", n_train=9, n_val=2)
+    data = tokenize_samples(samples.train_path, tokenizer, cfg.training.max_length)
+    # Vary the lengths so that packed rows hold several conversations of different sizes.
+    data = data.map(lambda row, i: {k: v[: len(v) - 3 * i] if k == "input_ids" else v[: len(v) - 3 * i]
+                                    for k, v in row.items()}, with_indices=True)
+    args = build_sft_config(cfg, tmp_path / "out", compute_dtype=torch.float32, progress=False)
+    args.bf16 = args.fp16 = False
+    return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer), data
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_padding_free_batches_give_the_unpacked_loss(tmp_path, tiny_model_dir, attn):
+    trainer, data = gpu_like_trainer(tmp_path, tiny_model_dir, attn)
+    assert trainer.padding_free and trainer.args.packing
+    packed = [trainer.data_collator([row]) for row in trainer.train_dataset]
+    assert any(int((b["position_ids"] == 0).sum()) > 1 for b in packed), "rows should hold several conversations"
+    assert all("attention_mask" not in b for b in packed)
+    model = trainer.model
+    with torch.no_grad():
+        packed_sum = sum(per_token_nll(model, b) for b in packed)
+        single = [{"input_ids": torch.tensor([r["input_ids"]]),
+                   "labels": torch.tensor([[t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])]])}
+                  for r in data]
+        unpacked_sum = sum(per_token_nll(model, b) for b in single)
+        # Control: the same packed rows with an all-ones mask let attention cross samples.
+        leaky = sum(per_token_nll(model, {**b, "attention_mask": torch.ones_like(b["input_ids"])}) for b in packed)
+    n_tokens = sum(int((b["labels"] != -100).sum()) for b in single)
+    assert n_tokens == sum(int((b["labels"][:, 1:] != -100).sum()) for b in packed)
+    torch.testing.assert_close(packed_sum / n_tokens, unpacked_sum / n_tokens, rtol=0, atol=1e-5)
+    assert abs(float(leaky - unpacked_sum)) / n_tokens > 1e-3
