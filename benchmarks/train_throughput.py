@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 if "prefect" not in sys.modules:
     try:
         import prefect  # noqa: F401
@@ -50,6 +51,14 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "origin": {"training.packing": False, "training.per_device_train_batch_size": 1,
                "training.gradient_accumulation_steps": 16, "training.gradient_checkpointing": True,
                "training.optim": "paged_adamw_8bit"},
+    "flex": {"training.attn_implementation": "flex_attention"},
+    "grouped": {"training.packing": False, "training.train_sampling_strategy": "group_by_length"},
+    "nodrop": {"training.lora_dropout": 0.0},
+    "b8": {"training.per_device_train_batch_size": 8},
+    "b32": {"training.per_device_train_batch_size": 32},
+    "b64": {"training.per_device_train_batch_size": 64},
+    "len2k": {"training.max_length": 2048},
+    "compile": {"training.torch_compile": True},
     "e2e": {},  # 2 epochs on the full 3,000 samples with evaluation, as a daily run would
 }
 
@@ -74,7 +83,7 @@ def prepare(out: Path, n_train: int, n_val: int) -> None:
         if f.name.startswith(("tokenizer", "special_tokens", "chat_template", "generation_config")):
             shutil.copy2(f, tok_dir / f.name)
     cfg = load_config("gpu", {"market.source": "synthetic", "samples.max_train_samples": n_train,
-                              "samples.max_val_samples": n_val, "samples.val_recent_sessions": 6})
+                              "samples.max_val_samples": n_val, "samples.val_recent_sessions": 8})
     as_of = date(2026, 11, 20)
     run_fetch(home, cfg, as_of)
     sample_set = build_samples(home, cfg, as_of)
@@ -178,7 +187,7 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
     model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
     e2e = "e2e" in variants
     overrides = {"training.base_model": str(model_dir), "training.max_steps": -1 if e2e else steps,
-                 "training.eval_steps": 10**6 if not e2e else 40, "training.num_train_epochs": 2,
+                 "training.eval_steps": steps if not e2e else 40, "training.num_train_epochs": 2,
                  "evaluation.probe_size": 0 if not e2e else 24}
     for v in variants:
         overrides.update(VARIANTS[v])

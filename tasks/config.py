@@ -177,10 +177,14 @@ class TrainingConfig(_Section):
     packing: bool = False
     """Pack conversations into rows (padding-free, with per-sample position ids so attention
     never crosses a sample boundary). Worth it on GPU; off on CPU."""
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    """Attention kernel. `sdpa` and `eager` turn packed per-sample position ids into a
-    block-diagonal mask (transformers' packed-sequence detection), so packing stays exact;
-    `flash_attention_2` does the same with varlen kernels but needs the flash-attn package."""
+    attn_implementation: Literal["sdpa", "eager", "flex_attention", "flash_attention_2"] = "sdpa"
+    """Attention kernel. `sdpa` and `eager` turn packed per-sample position ids into a dense
+    block-diagonal mask (exact, but the work grows with the square of the packed length);
+    `flex_attention` builds a block-sparse mask and skips the masked blocks (GPU);
+    `flash_attention_2` uses varlen kernels but needs the flash-attn package."""
+    train_sampling_strategy: Literal["random", "group_by_length"] = "random"
+    """Order of training samples: `group_by_length` batches conversations of similar length,
+    so unpacked batches carry little padding."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward: saves memory, costs ~30% speed."""
     use_liger_kernel: bool = False

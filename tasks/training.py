@@ -26,15 +26,12 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.base_model import (BaseModelRef, build_bnb_config, default_device, load_base,
+from tasks.base_model import (BaseModelRef, build_bnb_config, default_device, load_base,  # noqa: F401
                               resolve_base_model, resolve_compute_dtype)
 from tasks.chat import tokenize_conversation
 from tasks.config import Config, TrainingConfig
 
 log = logging.getLogger(__name__)
-
-__all__ = ["Candidate", "NonFiniteLossError", "TrainingError", "build_bnb_config", "build_lora_config",
-           "build_sft_config", "format_candidate", "train_adapter", "train_candidate"]
 
 ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
@@ -85,6 +82,9 @@ def build_sft_config(cfg: Config, output_dir: Path, *, compute_dtype: "torch.dty
     # Mixed precision only where weights and matmuls are half precision; 4-bit bases keep their
     # own compute dtype in the bnb layers, the adapters follow AMP.
     bf16, fp16 = dtype == torch.bfloat16, dtype == torch.float16
+    # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (old name warns).
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ \
+        else "gradient_checkpointing"
     return SFTConfig(
         output_dir=str(output_dir), seed=t.seed, data_seed=t.seed,
         max_length=t.max_length, completion_only_loss=True,
@@ -95,16 +95,17 @@ def build_sft_config(cfg: Config, output_dir: Path, *, compute_dtype: "torch.dty
         learning_rate=t.learning_rate, num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
         warmup_steps=min(t.warmup_ratio, 0.999),  # a float < 1 is a ratio (transformers 5)
         lr_scheduler_type=t.lr_scheduler_type, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-        optim=t.optim, bf16=bf16, fp16=fp16,
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        optim=t.optim, bf16=bf16, fp16=fp16, use_cpu=default_device() == "cpu",
+        **{ckpt: t.gradient_checkpointing,
+           f"{ckpt}_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None},
         eval_strategy="steps", eval_steps=t.eval_steps, eval_on_start=True,
         save_strategy="steps", save_steps=t.eval_steps, save_only_model=True, save_total_limit=1,
         load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
         logging_steps=t.logging_steps, logging_first_step=True, disable_tqdm=not progress,
         report_to="none", include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=t.dataloader_num_workers,
+        dataloader_num_workers=t.dataloader_num_workers, dataloader_pin_memory=torch.cuda.is_available(),
         use_liger_kernel=t.use_liger_kernel, torch_compile=t.torch_compile,
+        train_sampling_strategy=t.train_sampling_strategy,
     )
 
 
@@ -144,8 +145,8 @@ def _non_finite_callback() -> Any:
 
 
 def _keep_adapters_fp32(model: Any, dtype: "torch.dtype") -> None:
-    """Undo trl's bf16 cast of QLoRA adapter weights unless compute is bf16: fp16 AMP needs fp32
-    master weights, and CPU bf16 matmuls are slow."""
+    """Undo trl's bf16 cast of QLoRA adapter weights (trl sft_trainer.py, peft#2889) unless compute
+    is bf16: fp16 AMP needs fp32 master weights, and CPU bf16 matmuls are slow."""
     import torch
 
     if dtype == torch.bfloat16 or not getattr(model, "is_loaded_in_4bit", False):
@@ -177,17 +178,18 @@ def _eval_history(state: Any) -> list[dict[str, float]]:
     return [{"step": e["step"], "eval_loss": e["eval_loss"]} for e in state.log_history if "eval_loss" in e]
 
 
-def _training_record(cfg: Config, samples: Any, ref: BaseModelRef, trainer: Any, phases: dict[str, float]) -> dict:
+def _training_record(run_id: str, cfg: Config, samples: Any, ref: BaseModelRef, state: Any,
+                     counts: dict[str, int], phases: dict[str, float]) -> dict[str, Any]:
     """Everything training.json records: what was trained, on what, with which libraries, how it went."""
-    state = trainer.state
     evals = _eval_history(state)
     return {
+        "run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": cfg.model_dump(mode="json"),
         "base_model": {"identity": ref.identity, "revision": ref.revision, "file_hash": ref.file_hash,
                        "source": ref.source},
         "samples": {"session": str(samples.session), "train_hash": samples.train_hash,
                     "val_hash": samples.val_hash, "content_hash": samples.content_hash,
-                    "n_train": trainer.train_dataset.num_rows, "n_val": trainer.eval_dataset.num_rows},
+                    "train_path": str(samples.train_path), "val_path": str(samples.val_path), **counts},
         "seed": cfg.training.seed, "libraries": _library_versions(),
         "eval_losses": evals, "initial_eval_loss": evals[0]["eval_loss"],
         "best_step": state.best_global_step, "best_eval_loss": state.best_metric,
@@ -212,7 +214,7 @@ class _Phases(dict):
 
 
 def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train_ds: Any, val_ds: Any,
-                   progress: bool) -> Any:
+                   progress: bool, extra_callbacks: list[Any] = ()) -> Any:
     """An SFTTrainer with a fresh LoRA adapter, early stopping and the non-finite loss guard."""
     from transformers import EarlyStoppingCallback
     from trl import SFTTrainer
@@ -224,12 +226,13 @@ def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train
         train_dataset=train_ds, eval_dataset=val_ds, processing_class=tokenizer,
         peft_config=build_lora_config(t),
         callbacks=[EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold),
-                   _non_finite_callback()])
+                   _non_finite_callback(), *extra_callbacks])
     _keep_adapters_fp32(trainer.model, dtype)
     return trainer
 
 
-def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool) -> Candidate:
+def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool,
+           callbacks: list[Any] = ()) -> Candidate:
     from peft import prepare_model_for_kbit_training
 
     t, phases = cfg.training, _Phases()
@@ -239,11 +242,12 @@ def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool)
         model, tokenizer = load_base(ref, t, for_training=True)
     with phases("quantize"):  # 4-bit weights are quantized while loading; this readies them for k-bit training
         if t.load_in_4bit:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing,
+                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
     with phases("tokenize"):
         train_ds = tokenize_samples(Path(samples.train_path), tokenizer, t.max_length)
         val_ds = tokenize_samples(Path(samples.val_path), tokenizer, t.max_length)
-    trainer = _build_trainer(cfg, run_dir, model, tokenizer, train_ds, val_ds, progress)
+    trainer = _build_trainer(cfg, run_dir, model, tokenizer, train_ds, val_ds, progress, callbacks)
     with phases("train"):
         trainer.train()
     if trainer.state.best_global_step is None:
@@ -254,7 +258,8 @@ def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool)
         trainer.model.save_pretrained(adapter_dir)
         tokenizer.save_pretrained(adapter_dir)
         shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
-    record = _training_record(cfg, samples, ref, trainer, dict(phases))
+    counts = {"n_train": train_ds.num_rows, "n_val": val_ds.num_rows}
+    record = _training_record(run_dir.name, cfg, samples, ref, trainer.state, counts, dict(phases))
     _write_json(adapter_dir / TRAINING_JSON, record)
     log.info("run %s: eval loss %.4f -> %.4f (best step %d of %d), phases %s", run_dir.name,
              record["initial_eval_loss"], record["best_eval_loss"], record["best_step"],
@@ -265,14 +270,15 @@ def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool)
 
 
 def train_adapter(home: Path, cfg: Config, samples: Any, *, run_id: str | None = None,
-                  progress: bool = True) -> Candidate:
+                  progress: bool = True, callbacks: list[Any] = ()) -> Candidate:
     """Train a fresh LoRA adapter on `samples` (a SampleSet) and write `runs/<run-id>/adapter/`;
-    on any failure the run folder is removed and the error re-raised."""
+    on any failure the run folder is removed and the error re-raised. `callbacks` are extra
+    TrainerCallbacks (the benchmarks time steps with one)."""
     run_id = run_id or new_run_id()
     run_dir = Path(home) / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
     try:
-        return _train(run_dir, Path(home), cfg, samples, progress)
+        return _train(run_dir, Path(home), cfg, samples, progress, callbacks)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise

@@ -1,0 +1,233 @@
+"""daily-retrain under Prefect with the tiny model (issue 6): a trading day promotes and reports
+through artifacts; a weekend or holiday is a clean skip; a decided session is a no-op unless
+forced; transient fetch faults are retried; any failure leaves the market store and the
+registry byte-identical; one run at a time per home."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters_registry import Registry
+from tasks import evaluation, market_sources, training
+from tasks.market_data import PermanentFetchError
+from tests.flows.conftest import file_digests, read_artifact, run_daily
+from tests.tasks.test_market_yahoo import fake_yahoo, yahoo_bars  # noqa: F401  (fixture)
+
+TRADING_DAY = date(2025, 3, 28)  # a Friday session
+NEXT_SESSION = date(2025, 4, 1)  # the next one: 31 March 2025 was an NSE holiday
+YAHOO_DAY = date(2019, 11, 29)  # the last bar the fake Yahoo serves
+QUICK = {"max_steps": 2}  # for runs whose outcome (promoted or rejected) does not matter
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@dataclass
+class Run:
+    home: Path
+    flow_run_id: Any
+    summary: Any
+
+
+def daily(home: Path, profile: Path, **params: Any):
+    return run_daily(home=str(home), profile=str(profile), **params)
+
+
+@pytest.fixture(scope="module")
+def promoted(prefect_harness, fast_profile, tmp_path_factory) -> Run:
+    """One trained and promoted session in a fresh home (tests read it or copy it)."""
+    home = tmp_path_factory.mktemp("promoted") / "home"
+    state = daily(home, fast_profile, as_of=TRADING_DAY)
+    assert state.is_completed(), state.message
+    return Run(home, state.state_details.flow_run_id, state.result())
+
+
+@pytest.fixture
+def decided_home(promoted: Run, tmp_path: Path) -> Path:
+    """A private copy of the promoted home, for tests that run the flow again in it."""
+    return shutil.copytree(promoted.home, tmp_path / "home")
+
+
+def store_and_registry(home: Path) -> dict[str, dict[str, str]]:
+    return {"market": file_digests(home / "market"), "registry": file_digests(home / "registry")}
+
+
+def run_dirs(home: Path) -> list[str]:
+    return sorted(p.name for p in (home / "runs").iterdir()) if (home / "runs").exists() else []
+
+
+def registrations(home: Path, session: date) -> list[str]:
+    day = f"{session:%Y%m%d}"
+    return [e.version for e in Registry(home).history() if e.event == "register" and f"-{day}-" in e.version]
+
+
+# --- a trading day ---------------------------------------------------------------------------
+
+def test_trading_day_promotes_the_candidate_over_the_base_model(promoted):
+    summary = promoted.summary
+    assert summary.status == "promoted" and summary.session == TRADING_DAY
+    assert summary.losses["candidate"] < summary.losses["base"]
+    assert summary.version == summary.champion == Registry(promoted.home).champion().version
+    assert run_dirs(promoted.home) == []  # training scratch pruned after the decision
+
+
+def test_decision_artifact_names_the_version_and_the_scores(promoted):
+    artifact = read_artifact(promoted.flow_run_id, "daily-retrain-decision")
+    summary = promoted.summary
+    assert artifact.type == "markdown"
+    assert f"daily-retrain {TRADING_DAY}: **promoted**" in artifact.data
+    assert f"candidate version: {summary.version}" in artifact.data
+    assert f"champion after this run: {summary.version}" in artifact.data
+    for model in ("base", "candidate"):
+        assert f"| {model} | {summary.losses[model]:.4f} |" in artifact.data
+
+
+def test_coverage_artifact_has_one_ok_row_per_ticker_for_the_session(promoted):
+    artifact = read_artifact(promoted.flow_run_id, "market-coverage")
+    rows = json.loads(artifact.data)
+    assert artifact.type == "table"
+    assert {r["ticker"] for r in rows} == {"^NSEI", "TCS.NS"}
+    assert all(r["status"] == "ok" and r["last session"] == str(TRADING_DAY) for r in rows)
+
+
+def test_accuracy_artifact_scores_base_and_candidate_per_family(promoted):
+    artifact = read_artifact(promoted.flow_run_id, "answer-accuracy")
+    rows = json.loads(artifact.data)
+    assert artifact.type == "table" and rows
+    assert all(set(r) == {"family", "base", "candidate"} for r in rows)
+    assert all(r[m].endswith("%") for r in rows for m in ("base", "candidate"))
+
+
+def test_registered_version_artifact_links_to_the_version_folder(promoted):
+    artifact = read_artifact(promoted.flow_run_id, "registered-version")
+    version = promoted.summary.version
+    folder = (promoted.home / "registry" / "versions" / version).resolve()
+    # Prefect stores a link artifact as markdown: [text](link)
+    assert artifact.data == f"[{version}]({folder.as_uri()})"
+    assert folder.is_dir()
+
+
+# --- days without training ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("day, reason", [(date(2019, 10, 28), "NSE holiday"), (date(2026, 11, 24), "NSE holiday"),
+                                         (date(2026, 11, 21), "Saturday")],
+                         ids=["diwali-2019", "guru-nanak-2026", "saturday"])
+def test_non_trading_day_is_a_clean_reported_skip(day, reason, fast_profile, tmp_path):
+    state = daily(tmp_path, fast_profile, as_of=day)
+    summary = state.result()
+    assert state.is_completed() and summary.status == "skipped"
+    assert summary.message == f"skipped: not a trading day ({reason})"
+    assert summary.message in read_artifact(state.state_details.flow_run_id, "daily-retrain-decision").data
+    assert not (tmp_path / "market").exists() and not (tmp_path / "samples").exists()
+    assert not (tmp_path / "runs").exists() and Registry(tmp_path).list() == []
+
+
+def test_rerun_of_a_decided_session_is_a_noop(promoted, fast_profile):
+    before = store_and_registry(promoted.home)
+    state = daily(promoted.home, fast_profile, as_of=TRADING_DAY)
+    summary = state.result()
+    assert state.is_completed() and summary.status == "no-op"
+    assert f"already has a decision ({promoted.summary.version}" in summary.message
+    assert store_and_registry(promoted.home) == before
+
+
+def test_forced_rerun_retrains_and_registers_a_second_version(decided_home, promoted, fast_profile):
+    summary = daily(decided_home, fast_profile, as_of=TRADING_DAY, force=True, **QUICK).result()
+    assert summary.status in ("promoted", "rejected") and summary.version != promoted.summary.version
+    assert registrations(decided_home, TRADING_DAY) == [promoted.summary.version, summary.version]
+
+
+# --- faults ------------------------------------------------------------------------------
+
+@pytest.fixture
+def yahoo_attempts(fake_yahoo, monkeypatch) -> Counter:
+    """Yahoo fetches per ticker (one per Prefect task attempt), against a fake Yahoo with a
+    history long enough for a first run's backfill."""
+    fake_yahoo.bars = {"TCS.NS": yahoo_bars(YAHOO_DAY, n=320), "^NSEI": yahoo_bars(YAHOO_DAY, n=320, level=12000)}
+    counts: Counter = Counter()
+    fetch = market_sources.YahooSource.fetch
+
+    def counting_fetch(self, symbol, start, end):
+        counts[symbol] += 1
+        return fetch(self, symbol, start, end)
+
+    monkeypatch.setattr(market_sources.YahooSource, "fetch", counting_fetch)
+    return counts
+
+
+def test_rate_limited_fetch_is_retried_and_the_run_completes(fake_yahoo, yahoo_attempts, fast_profile, tmp_path):
+    fake_yahoo.script["TCS.NS"] = [429] * 4  # yfinance asks twice per attempt: two failed attempts
+    state = daily(tmp_path, fast_profile, as_of=YAHOO_DAY, source="yahoo", **QUICK)
+    assert state.is_completed(), state.message
+    assert yahoo_attempts == Counter({"TCS.NS": 3, "^NSEI": 1})
+    assert state.result().status in ("promoted", "rejected") and Registry(tmp_path).list()
+
+
+def test_permanent_fetch_fault_fails_before_training_and_changes_nothing(decided_home, fast_profile, monkeypatch):
+    fetch, trained = market_sources.SyntheticSource.fetch, []
+
+    def unknown_tcs(self, symbol, start, end):
+        if symbol == "TCS.NS":
+            raise PermanentFetchError(symbol, "unknown ticker (injected)")
+        return fetch(self, symbol, start, end)
+
+    monkeypatch.setattr(market_sources.SyntheticSource, "fetch", unknown_tcs)
+    monkeypatch.setattr(training, "train_adapter", lambda *a, **k: trained.append(a))
+    before = store_and_registry(decided_home)
+    state = daily(decided_home, fast_profile, as_of=NEXT_SESSION)
+    assert state.is_failed() and "TCS.NS" in state.message and "unknown ticker (injected)" in state.message
+    assert store_and_registry(decided_home) == before
+    assert trained == [] and run_dirs(decided_home) == []
+    assert not (decided_home / "samples" / str(NEXT_SESSION)).exists()
+
+
+def _fail(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("injected failure")
+
+
+@pytest.mark.parametrize("stage, target", [("train", (training, "_build_trainer")),
+                                           ("score", (evaluation, "score_models"))])
+def test_failure_in_a_stage_restores_store_and_registry(stage, target, decided_home, fast_profile, monkeypatch):
+    monkeypatch.setattr(*target, _fail)
+    before = store_and_registry(decided_home)
+    state = daily(decided_home, fast_profile, as_of=NEXT_SESSION, **QUICK)
+    assert state.is_failed() and "injected failure" in state.message
+    assert store_and_registry(decided_home) == before  # the new session's bars were fetched, then undone
+    assert run_dirs(decided_home) == []
+
+
+def test_second_run_in_the_same_home_fails_while_the_first_holds_the_run_lock(fast_profile, tmp_path, monkeypatch):
+    training_started, release = threading.Event(), threading.Event()
+    train = training.train_adapter
+
+    def held_train(*args, **kwargs):  # the first run pauses in training, holding the lock
+        training_started.set()
+        release.wait(120)
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_adapter", held_train)
+    states: dict[str, Any] = {}
+
+    def first_run() -> None:
+        states["first"] = daily(tmp_path, fast_profile, as_of=TRADING_DAY, **QUICK)
+
+    first = threading.Thread(target=first_run)
+    first.start()
+    try:
+        assert training_started.wait(120), "the first run never reached training"
+        second = daily(tmp_path, fast_profile, as_of=date(2025, 3, 27))
+    finally:
+        release.set()
+        first.join(300)
+    assert second.is_failed() and "another niftytune run is in progress" in second.message
+    assert states["first"].is_completed(), states["first"].message
+    registry = Registry(tmp_path)
+    assert registry.verify() == [] and [v.version for v in registry.list()] == [states["first"].result().version]
+    assert registrations(tmp_path, date(2025, 3, 27)) == [] and not (tmp_path / "run.lock.holder.json").exists()

@@ -1,0 +1,112 @@
+"""A manual run from the Prefect UI, in a real browser (issue 6): on the served deployment's page,
+Run -> Custom run, fill parameters in the generated form, submit; the run completes in the serve
+process and its decision artifact shows in the UI. Screenshots go to test-artifacts/."""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from adapters_registry import Registry
+from tests.flows.conftest import ARTIFACTS_DIR, log_tail
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+AS_OF = date(2025, 3, 28)  # a Friday session
+TICKERS = ["^NSEI", "TCS.NS"]
+MAX_STEPS = 2  # the profile says 4: a non-default value, and a quicker run
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser: {CHROMIUM} is missing "
+                       "(apt-get install chromium; .ci/run installs it)"),
+]
+playwright = pytest.importorskip("playwright.sync_api", reason="no browser driver: the playwright module is "
+                                 "not installed (pip install playwright; .ci/run installs it)")
+
+
+def form_property(page, label: str):
+    """The generated form's block for one parameter field, found by its label."""
+    return page.locator(f"xpath=//span[contains(@class, 'schema-form-property__label')]"
+                        f"[normalize-space()='{label} (Optional)']/ancestor::div[contains(concat(' ', "
+                        f"normalize-space(@class), ' '), ' schema-form-property ')][1]")
+
+
+def fill_custom_run_form(page, run_name: str, profile: Path) -> None:
+    """Run name, as_of (date picker), tickers (list), profile (text), max_steps (number)."""
+    page.locator(".flow-run-name-input input").fill(run_name)
+    as_of = form_property(page, "As Of")
+    as_of.get_by_role("button", name="date", exact=True).click()
+    as_of.locator(".p-date-button__control").click()
+    page.locator(".p-date-picker input").fill(AS_OF.isoformat())
+    page.get_by_role("button", name="Apply").click()
+    tickers = form_property(page, "Tickers")
+    tickers.get_by_role("button", name="list", exact=True).click()
+    for i, symbol in enumerate(TICKERS):
+        tickers.get_by_role("button", name="Add item").click()
+        tickers.locator("input, textarea").nth(i).fill(symbol)
+    profile_field = form_property(page, "Profile")
+    profile_field.get_by_role("button", name="str", exact=True).click()
+    profile_field.locator("textarea").fill(str(profile))
+    steps = form_property(page, "Max Steps")
+    steps.get_by_role("button", name="int", exact=True).click()
+    steps.locator("input").fill(str(MAX_STEPS))
+
+
+def wait_for_final_state(served, run_name: str, timeout: float = 300) -> dict:
+    """The run's record once it is final; fails with the serve log when it is not Completed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = served.server.post("/flow_runs/filter", {"flow_runs": {"name": {"any_": [run_name]}}})
+        if runs and runs[0]["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            assert runs[0]["state_type"] == "COMPLETED", f"{runs[0]['state_name']}: {log_tail(served.log)}"
+            return runs[0]
+        time.sleep(2)
+    pytest.fail(f"run {run_name} not final within {timeout:.0f} s; serve log tail:\n{log_tail(served.log)}")
+
+
+def test_custom_run_from_the_ui_completes_and_shows_its_decision(served_deployment, fast_profile, capsys):
+    served, run_name = served_deployment, f"ui-custom-run-{uuid.uuid4().hex[:6]}"
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    shots = [ARTIFACTS_DIR / "ui-custom-run-form.png", ARTIFACTS_DIR / "ui-custom-run-completed.png",
+             ARTIFACTS_DIR / "ui-custom-run-decision.png"]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})  # tall: the whole form in a shot
+        page.set_default_timeout(30_000)
+        try:
+            # 1. The deployment's page: Run -> Custom run opens the parameter form.
+            page.goto(f"{served.server.url}/deployments/deployment/{served.id}")
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_text("Custom run", exact=True).click()
+            fill_custom_run_form(page, run_name, fast_profile)
+            page.screenshot(path=shots[0], full_page=True)
+            page.get_by_role("button", name="Submit").click()
+            # 2. The new run is listed on the deployment's page; open it.
+            page.get_by_role("link", name=run_name).click()
+            page.wait_for_url(re.compile(r"/runs/flow-run/"))
+            record = wait_for_final_state(served, run_name)
+            playwright.expect(page.locator(".page-heading .state-badge").first).to_have_text(
+                "Completed", timeout=30_000)
+            # 3. Its artifacts: the decision names the session and the outcome.
+            page.get_by_text("Artifacts", exact=True).click()
+            page.get_by_text("daily-retrain-decision", exact=True).last.wait_for()
+            page.screenshot(path=shots[1], full_page=True)
+            page.get_by_text("daily-retrain-decision", exact=True).last.click()
+            playwright.expect(page.get_by_role("heading", name=re.compile(
+                rf"daily-retrain {AS_OF}: (promoted|rejected)"))).to_be_visible()
+        finally:
+            page.screenshot(path=shots[2], full_page=True)
+            browser.close()
+            with capsys.disabled():
+                print(f"\n[browser test] screenshots: {', '.join(str(s) for s in shots if s.exists())}")
+    params = record["parameters"]["params"]  # what the form sent, as the server recorded it
+    assert {k: params.get(k) for k in ("as_of", "tickers", "max_steps", "profile", "home")} == {
+        "as_of": str(AS_OF), "tickers": TICKERS, "max_steps": MAX_STEPS, "profile": str(fast_profile),
+        "home": str(served.home)}
+    assert [f"-{AS_OF:%Y%m%d}-" in v.version for v in Registry(served.home).list()] == [True]

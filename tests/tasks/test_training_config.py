@@ -1,0 +1,67 @@
+"""The three profiles and the small builders that turn them into bitsandbytes, peft and trl configs."""
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from tasks.base_model import build_bnb_config
+from tasks.config import PROFILES_DIR, Config, load_config
+from tasks.training import build_lora_config, build_sft_config
+
+SEVEN = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+def test_every_profile_is_complete_and_opens_with_its_command():
+    for name in ("cpu", "gpu", "laptop-4gb"):
+        text = (PROFILES_DIR / f"{name}.yaml").read_text()
+        assert text.startswith("#") and f"niftytune train --profile {name}" in text.splitlines()[1]
+        data = yaml.safe_load(text)
+        for section, model in Config.model_fields.items():
+            if section != "profile":
+                assert set(data[section]) == set(model.annotation.model_fields), (name, section)
+
+
+def test_cpu_profile_trains_plain_lora_in_fp32_within_the_demo_budget(tmp_path):
+    cfg = load_config("cpu")
+    t = cfg.training
+    assert build_bnb_config(t, "cpu") is None and t.base_model == "embedded:smollm2-135m-instruct"
+    assert cfg.market.source == "yahoo" and cfg.samples.max_train_samples and cfg.samples.max_val_samples
+    assert t.max_steps * t.per_device_train_batch_size <= cfg.samples.max_train_samples
+    assert t.max_steps % t.eval_steps == 0 and t.max_length == 256
+    args = build_sft_config(cfg, tmp_path, compute_dtype=torch.float32, progress=False)
+    assert not args.bf16 and not args.fp16 and not args.packing and not args.gradient_checkpointing
+    assert args.completion_only_loss is True and args.max_length == 256 and args.max_steps == t.max_steps
+    assert args.eval_strategy == args.save_strategy == "steps" and args.eval_steps == args.save_steps == t.eval_steps
+    assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss" and not args.greater_is_better
+    assert args.eval_on_start and args.save_only_model and args.report_to == []
+    assert args.lr_scheduler_type == "cosine" and args.warmup_steps == t.warmup_ratio and args.seed == t.seed
+    lora = build_lora_config(t)
+    assert set(lora.target_modules) == SEVEN and (lora.r, lora.lora_alpha) == (t.lora_r, t.lora_alpha)
+    assert lora.task_type == "CAUSAL_LM"
+
+
+def test_gpu_profile_is_qlora_nf4_bf16_packed_without_checkpointing(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    t = load_config("gpu").training
+    bnb = build_bnb_config(t, "cuda")
+    assert bnb.load_in_4bit and bnb.bnb_4bit_quant_type == "nf4" and bnb.bnb_4bit_use_double_quant
+    assert bnb.bnb_4bit_compute_dtype == torch.bfloat16
+    args = build_sft_config(load_config("gpu"), tmp_path, compute_dtype=torch.bfloat16, progress=False)
+    assert args.bf16 and not args.fp16 and args.optim == "adamw_torch_fused"
+    assert args.packing and args.padding_free and args.packing_strategy == "bfd" and t.attn_implementation == "sdpa"
+    assert not args.gradient_checkpointing and args.max_length == 512
+    assert args.per_device_train_batch_size >= 16 and args.per_device_eval_batch_size == 64
+
+
+@pytest.mark.parametrize("bf16_card", [False, True], ids=["fp16-card", "bf16-card"])
+def test_laptop_profile_fits_4gb_and_picks_the_half_precision_the_card_has(tmp_path, monkeypatch, bf16_card):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_card)
+    cfg = load_config("laptop-4gb")
+    dtype = torch.bfloat16 if bf16_card else torch.float16
+    assert build_bnb_config(cfg.training, "cuda").bnb_4bit_compute_dtype == dtype
+    args = build_sft_config(cfg, tmp_path, compute_dtype=dtype, progress=False)
+    assert (args.bf16, args.fp16) == (bf16_card, not bf16_card)
+    assert args.per_device_train_batch_size == 1 and args.gradient_accumulation_steps == 16
+    assert args.gradient_checkpointing and args.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    assert args.optim == "paged_adamw_8bit" and args.max_length == 512 and not args.packing
