@@ -170,6 +170,10 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     added["rollback"].add_argument("--reason", required=True, help="why (recorded in the ledger)")
     for sub in added.values():
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        # --home is accepted after the subcommand too (`registry list --home DIR`); SUPPRESS
+        # keeps a value given before the subcommand when it is not repeated here.
+        sub.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
+                         help="runtime home (default: $NIFTYTUNE_HOME, else ./var)")
 
 
 def run_command(args: argparse.Namespace) -> int:

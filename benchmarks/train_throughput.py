@@ -48,9 +48,10 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "unpacked": {"training.packing": False},
     "liger": {"training.use_liger_kernel": True},
     "gc": {"training.gradient_checkpointing": True},
-    "origin": {"training.packing": False, "training.per_device_train_batch_size": 1,
+    "origin": {"training.packing": False, "training.per_device_train_batch_size": 1,  # the origin system
                "training.gradient_accumulation_steps": 16, "training.gradient_checkpointing": True,
-               "training.optim": "paged_adamw_8bit"},
+               "training.optim": "paged_adamw_8bit", "training.attn_implementation": "sdpa",
+               "training.use_liger_kernel": False, "training.pad_to_multiple_of": None},
     "flex": {"training.attn_implementation": "flex_attention"},
     "grouped": {"training.packing": False, "training.train_sampling_strategy": "group_by_length"},
     "nodrop": {"training.lora_dropout": 0.0},
@@ -59,6 +60,8 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "b64": {"training.per_device_train_batch_size": 64},
     "len2k": {"training.max_length": 2048},
     "compile": {"training.torch_compile": True},
+    "sdpa": {"training.attn_implementation": "sdpa", "training.pad_to_multiple_of": None},
+    "b48": {"training.per_device_train_batch_size": 48},
     "e2e": {},  # 2 epochs on the full 3,000 samples with evaluation, as a daily run would
 }
 
@@ -152,11 +155,20 @@ class StepClock:
             def on_step_begin(self, args, state, control, **kw):
                 if state.global_step in (0, clock.warmup):
                     clock.marks[f"begin{state.global_step}"] = (sync(), state.num_input_tokens_seen)
+                if os.environ.get("BENCH_PROFILE") and state.global_step == clock.warmup:
+                    clock.profiler = torch.profiler.profile(
+                        activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
+                    clock.profiler.__enter__()
 
             def on_step_end(self, args, state, control, **kw):
                 if state.global_step == 1:
                     clock.marks["end1"] = (sync(), state.num_input_tokens_seen)
                 clock.marks["last"] = (sync(), state.num_input_tokens_seen)
+                if getattr(clock, "profiler", None) and state.global_step == clock.warmup + 3:
+                    clock.profiler.__exit__(None, None, None)
+                    print(clock.profiler.key_averages().table(sort_by="self_cuda_time_total", row_limit=30),
+                          file=sys.stderr)
+                    clock.profiler = None
         return _Clock()
 
     def summary(self) -> dict[str, float]:
@@ -222,6 +234,44 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
     }
 
 
+def packcheck(bench: Path, work: Path, shape: str, n: int = 48) -> dict:
+    """Packed vs unpacked loss on the same conversations, same model, the `gpu` profile's loading
+    (4-bit, flex attention): if attention leaked across packed samples the sums would differ."""
+    import torch
+    import torch.nn.functional as F
+
+    from tasks.base_model import load_base, resolve_base_model
+    from tasks.config import load_config
+    from tasks.training import tokenize_samples
+
+    model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
+    cfg = load_config("gpu", {"training.base_model": str(model_dir)})
+    model, tokenizer = load_base(resolve_base_model(cfg.training, work / "home"), cfg.training, for_training=True)
+    rows = tokenize_samples(bench / "samples" / "val.jsonl", tokenizer, cfg.training.max_length).select(range(n))
+    ids = [torch.tensor(r["input_ids"]) for r in rows]
+    masks = [torch.tensor(r["completion_mask"]) for r in rows]
+
+    def token_losses(logits: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits[:-1].float(), seq[1:].cuda(), reduction="none")
+        return loss[mask[1:].cuda().bool()]
+
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        unpacked = torch.cat([token_losses(model(input_ids=i[None].cuda()).logits[0], i, m)
+                              for i, m in zip(ids, masks)])
+        flat = torch.cat(ids)[None].cuda()
+        pos = torch.cat([torch.arange(len(i)) for i in ids])[None].cuda()
+        logits = model(input_ids=flat, position_ids=pos).logits[0]
+        packed, start = [], 0
+        for i, m in zip(ids, masks):
+            packed.append(token_losses(logits[start:start + len(i)], i, m))
+            start += len(i)
+        packed = torch.cat(packed)
+    a, b = unpacked.mean().item(), packed.mean().item()
+    return {"check": "packed vs unpacked", "shape": shape, "conversations": n, "tokens": int(unpacked.numel()),
+            "unpacked_loss": a, "packed_loss": b, "rel_diff": abs(a - b) / a,
+            "max_token_diff": (unpacked - packed).abs().max().item()}
+
+
 # --- drivers --------------------------------------------------------------------------------
 
 def _versions() -> str:
@@ -270,7 +320,14 @@ def main(argv: list[str] | None = None) -> int:
     one = sub.add_parser("one", help=argparse.SUPPRESS)  # a single row, in a child process
     one.add_argument("row"), one.add_argument("bench", type=Path), one.add_argument("work", type=Path)
     one.add_argument("steps", type=int), one.add_argument("warmup", type=int), one.add_argument("cap", type=float)
+    pc = sub.add_parser("packcheck", help="packed vs unpacked loss on one model (GPU)")
+    pc.add_argument("--bench-dir", type=Path, default=ROOT / ".bench")
+    pc.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "niftytune-bench")
+    pc.add_argument("--shape", default="tinyllama-1.1b")
     args = p.parse_args(argv)
+    if args.cmd == "packcheck":
+        print("PACKCHECK " + json.dumps(packcheck(args.bench_dir, args.work, args.shape)))
+        return 0
     if args.cmd == "prepare":
         prepare(args.out, args.train, args.val)
         return 0

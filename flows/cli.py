@@ -106,7 +106,8 @@ def _as_of(args: argparse.Namespace) -> date:
 # --- subcommands -------------------------------------------------------------------------
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    home, cfg = _home(args), _config(args)
+    cfg = _config(args)  # a bad flag or profile fails before anything is created
+    home = _home(args)
     from flows.fetch_market import format_fetch_report, run_fetch
     from tasks.market_data import CoverageError
 
@@ -120,7 +121,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
-    home, cfg = _home(args), _config(args)
+    cfg = _config(args)  # a bad flag or profile fails before anything is created
+    home = _home(args)
     from tasks.base_model import load_tokenizer, resolve_base_model
     from tasks.samples import build_samples, format_sample_report
 
@@ -131,7 +133,8 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    home, cfg = _home(args), _config(args)
+    cfg = _config(args)  # a bad flag or profile fails before anything is created
+    home = _home(args)
     from tasks.samples import build_samples
     from tasks.training import format_candidate, train_adapter
 

@@ -271,9 +271,14 @@ def load_base(ref: BaseModelRef, training: TrainingConfig, *, for_training: bool
 
     device = default_device()
     tokenizer = load_tokenizer(ref)
+    attention = training.attn_implementation
+    if not for_training and attention == "flex_attention":
+        # Scoring and answering run padded batches, not packed ones: flex attention would only
+        # recompile for every new padded shape, and sdpa computes the same thing.
+        attention = "sdpa"
     model = AutoModelForCausalLM.from_pretrained(
         ref.path, dtype=resolve_compute_dtype(training, device), use_safetensors=True,
-        quantization_config=build_bnb_config(training, device), attn_implementation=training.attn_implementation,
+        quantization_config=build_bnb_config(training, device), attn_implementation=attention,
         device_map={"": 0} if device == "cuda" else None, trust_remote_code=False, local_files_only=True)
     ensure_pad_token(tokenizer, model)
     if training.load_in_4bit and device == "cpu":

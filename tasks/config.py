@@ -182,6 +182,9 @@ class TrainingConfig(_Section):
     block-diagonal mask (exact, but the work grows with the square of the packed length);
     `flex_attention` builds a block-sparse mask and skips the masked blocks (GPU);
     `flash_attention_2` uses varlen kernels but needs the flash-attn package."""
+    pad_to_multiple_of: int | None = Field(default=None, ge=1)
+    """Pad each (packed) batch to a multiple of this many tokens, so compiled kernels (flex
+    attention) see a few shapes instead of one per batch; None pads nothing."""
     train_sampling_strategy: Literal["random", "group_by_length"] = "random"
     """Order of training samples: `group_by_length` batches conversations of similar length,
     so unpacked batches carry little padding."""

@@ -106,6 +106,7 @@ def build_sft_config(cfg: Config, output_dir: Path, *, compute_dtype: "torch.dty
         dataloader_num_workers=t.dataloader_num_workers, dataloader_pin_memory=torch.cuda.is_available(),
         use_liger_kernel=t.use_liger_kernel, torch_compile=t.torch_compile,
         train_sampling_strategy=t.train_sampling_strategy,
+        pad_to_multiple_of=t.pad_to_multiple_of,
     )
 
 

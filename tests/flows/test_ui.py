@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from adapters_registry import Registry
-from tests.flows.conftest import ARTIFACTS_DIR, log_tail
+from tests.flows.conftest import ARTIFACTS_DIR, log_tail, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -58,6 +58,15 @@ def fill_custom_run_form(page, run_name: str, profile: Path) -> None:
     steps.locator("input").fill(str(MAX_STEPS))
 
 
+def flow_run_id(served, run_name: str) -> str:
+    """The id of the flow run the form created, once the API lists it."""
+    def find() -> str | None:
+        runs = served.server.post("/flow_runs/filter", {"flow_runs": {"name": {"any_": [run_name]}}})
+        return runs[0]["id"] if runs else None
+
+    return wait_for(f"flow run {run_name} created from the UI", find, 30, log=served.log)
+
+
 def wait_for_final_state(served, run_name: str, timeout: float = 300) -> dict:
     """The run's record once it is final; fails with the serve log when it is not Completed."""
     deadline = time.monotonic() + timeout
@@ -75,6 +84,8 @@ def test_custom_run_from_the_ui_completes_and_shows_its_decision(served_deployme
     ARTIFACTS_DIR.mkdir(exist_ok=True)
     shots = [ARTIFACTS_DIR / "ui-custom-run-form.png", ARTIFACTS_DIR / "ui-custom-run-completed.png",
              ARTIFACTS_DIR / "ui-custom-run-decision.png"]
+    for shot in shots:  # only this run's screenshots are reported
+        shot.unlink(missing_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 2400})  # tall: the whole form in a shot
@@ -85,23 +96,23 @@ def test_custom_run_from_the_ui_completes_and_shows_its_decision(served_deployme
             page.get_by_role("button", name="Run", exact=True).click()
             page.get_by_text("Custom run", exact=True).click()
             fill_custom_run_form(page, run_name, fast_profile)
-            page.screenshot(path=shots[0], full_page=True)
+            page.screenshot(path=shots[0], full_page=True, animations="disabled")
             page.get_by_role("button", name="Submit").click()
-            # 2. The new run is listed on the deployment's page; open it.
-            page.get_by_role("link", name=run_name).click()
-            page.wait_for_url(re.compile(r"/runs/flow-run/"))
+            page.wait_for_url(re.compile(rf"/deployments/deployment/{served.id}(\?|$)"))  # back: created
+            # 2. The run's page (found by the name we gave it: the deployment's run list may lag).
+            page.goto(f"{served.server.url}/runs/flow-run/{flow_run_id(served, run_name)}")
             record = wait_for_final_state(served, run_name)
             playwright.expect(page.locator(".page-heading .state-badge").first).to_have_text(
                 "Completed", timeout=30_000)
             # 3. Its artifacts: the decision names the session and the outcome.
             page.get_by_text("Artifacts", exact=True).click()
             page.get_by_text("daily-retrain-decision", exact=True).last.wait_for()
-            page.screenshot(path=shots[1], full_page=True)
+            page.screenshot(path=shots[1], full_page=True, animations="disabled")
             page.get_by_text("daily-retrain-decision", exact=True).last.click()
             playwright.expect(page.get_by_role("heading", name=re.compile(
                 rf"daily-retrain {AS_OF}: (promoted|rejected)"))).to_be_visible()
         finally:
-            page.screenshot(path=shots[2], full_page=True)
+            page.screenshot(path=shots[2], full_page=True, animations="disabled")
             browser.close()
             with capsys.disabled():
                 print(f"\n[browser test] screenshots: {', '.join(str(s) for s in shots if s.exists())}")
