@@ -1,5 +1,6 @@
 """Packing as the gpu profile does it (trl bfd packing, padding-free rows with per-sample position
-ids, sdpa/eager attention) gives exactly the losses of unpacked batches: no cross-sample attention."""
+ids, sdpa/eager attention on CPU; flex_attention on the GPU is checked by
+`benchmarks/train_throughput.py packcheck`) gives exactly the losses of unpacked batches: no cross-sample attention."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,10 @@ def gpu_like_trainer(tmp_path: Path, model_dir: Path, attn: str):
 
     cfg = load_config("gpu", overrides={"training.base_model": str(model_dir), "training.max_length": 256,
                                         "training.per_device_train_batch_size": 3,
-                                        "training.attn_implementation": attn})
+                                        "training.attn_implementation": attn,
+                                        # In-process collation: the test inspects the batches themselves.
+                                        "training.dataloader_num_workers": 0,
+                                        "training.use_liger_kernel": False})
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=attn).eval()
     samples = write_samples(tmp_path / "samples", n_train=9, n_val=2)
