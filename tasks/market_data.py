@@ -66,6 +66,7 @@ class TickerReport:
     synthetic: bool
     last_session: date | None
     has_session: bool = False
+    last_close: float | None = None
     rows_added: int = 0
     rows_revised: int = 0
     dropped: tuple[DroppedRow, ...] = ()
@@ -230,7 +231,8 @@ def _merge_one(home: Path, cfg: Config, symbol: str, staged: Path,
         symbol, meta["source"], bool(meta["synthetic"]), merged.index[-1].date() if len(merged) else None,
         rows_added=len(added), rows_revised=revised, requested=requested,
         dropped=tuple(DroppedRow(d and date.fromisoformat(d), r) for d, r in meta["dropped"]),
-        anomalies=tuple(find_anomalies(merged, added, cfg.market, kind, expected)))
+        anomalies=tuple(find_anomalies(merged, added, cfg.market, kind, expected)),
+        last_close=float(merged["close"].iloc[-1]) if len(merged) else None)
     changed = len(added) > 0 or revised > 0
     return (merged if changed else None), report
 

@@ -88,9 +88,10 @@ def test_fetch_replays_recorded_csv_and_prints_a_per_ticker_table(shared_market,
     text = format_fetch_report(run_fetch(tmp_path, cfg, date(2019, 11, 29)))
     assert "latest final session 2019-11-29; source csv" in text and "committed" in text
     header, tcs = text.splitlines()[1], text.splitlines()[2]
-    assert header.split() == ["ticker", "source", "last", "session", "added", "revised", "dropped", "anomalies",
-                              "status"]
-    assert tcs.split() == ["TCS.NS", "csv", "2019-11-29", "4", "0", "0", "0", "ok"]
+    assert header.split() == ["ticker", "source", "last", "session", "close", "added", "revised", "dropped",
+                              "anomalies", "status"]
+    # TCS.NS.csv, 2019-11-29: Close 2053.250000 (the traded close, not Adj Close 2027.78).
+    assert tcs.split() == ["TCS.NS", "csv", "2019-11-29", "2,053.25", "4", "0", "0", "0", "ok"]
 
 
 def test_synthetic_fetch_is_labelled_synthetic_in_the_report(tmp_path):
