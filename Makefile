@@ -42,12 +42,13 @@ demo: install
 	$(BIN)/niftytune registry promoted --home $(DEMO_HOME)
 	@echo "== 4/5 the store and the samples the model learned from"
 	$(BIN)/niftytune fetch --home $(DEMO_HOME) --source synthetic --as-of $(DEMO_DAY2)
+	$(BIN)/niftytune samples --home $(DEMO_HOME) --source synthetic --as-of $(DEMO_DAY2)
 	@echo "== 5/5 ask the promoted adapter"
 	$(BIN)/niftytune ask --home $(DEMO_HOME) "What was the closing level of NIFTY 50 on Friday, 20 November 2026?"
 	@echo
 	@echo "Next, try:"
 	@echo "  $(BIN)/niftytune registry history --home $(DEMO_HOME)"
-	@echo "  $(BIN)/niftytune samples --home $(DEMO_HOME) --source synthetic --as-of $(DEMO_DAY2)"
+	@echo "  $(BIN)/niftytune run --home $(DEMO_HOME) --source synthetic --profile cpu --as-of 2026-11-23   # the next session"
 	@echo "  $(BIN)/niftytune ask --home $(DEMO_HOME) \"How did TCS perform over the last 5 sessions?\""
 	@echo "  $(BIN)/niftytune registry verify --home $(DEMO_HOME)"
 	@echo "  $(BIN)/niftytune server --home $(DEMO_HOME)   # Prefect UI at http://127.0.0.1:4200"

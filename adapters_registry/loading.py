@@ -83,10 +83,10 @@ def load_promoted(home: str | Path, version: str | None = None) -> tuple[Any, An
         raise RegistryIntegrityError(f"refusing to load {info.version}: " + "; ".join(problems))
     if not (info.path / ADAPTER_WEIGHTS).is_file():
         raise RegistryIntegrityError(f"{info.path}: no {ADAPTER_WEIGHTS} (only safetensors are loaded)")
-    from peft import PeftModel
+    model, _ = _load_base_for(info.manifest, Path(home))
+    from peft import PeftModel  # after the base: tasks.base_model quiets what importing peft logs
     from transformers import AutoTokenizer
 
-    model, _ = _load_base_for(info.manifest, Path(home))
     # The tokenizer saved with the adapter is the one training used (chat template included).
     tokenizer = AutoTokenizer.from_pretrained(info.path, trust_remote_code=False, local_files_only=True)
     if tokenizer.pad_token is None:

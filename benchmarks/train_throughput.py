@@ -11,7 +11,7 @@ real shapes. Prints one row per configuration; timings are measured, never asser
 
 Each row runs in its own process (clean peak-memory reading, and the memory cap of the
 laptop rows). Columns: trained (non-padding) tokens/s in steady state (steps after the first
-`--warmup-steps`), LoRA-MFU = (4·P + 6·P_lora + attention) FLOPs per token x tokens/s over
+`--warmup-steps`, not counting the evaluations and checkpoints between steps), LoRA-MFU = (4·P + 6·P_lora + attention) FLOPs per token x tokens/s over
 800 TFLOP/s (no recompute counted), peak GPU memory, seconds per phase (load, quantize, first
 step, steady state, save, scoring of base + champion + candidate), final train/eval losses.
 """
@@ -62,6 +62,8 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "compile": {"training.torch_compile": True},
     "sdpa": {"training.attn_implementation": "sdpa", "training.pad_to_multiple_of": None},
     "b48": {"training.per_device_train_batch_size": 48},
+    "b1": {"training.per_device_train_batch_size": 1, "training.gradient_accumulation_steps": 16},
+    "noprobe": {"evaluation.probe_size": 0},  # e2e scoring by validation loss only, no greedy probes
     "e2e": {},  # 2 epochs on the full 3,000 samples with evaluation, as a daily run would
 }
 
@@ -138,7 +140,7 @@ class StepClock:
     """Trainer callback: synchronised wall clock of the first step and of the steady state."""
 
     def __init__(self, warmup_steps: int) -> None:
-        self.warmup, self.marks = warmup_steps, {}
+        self.warmup, self.marks, self.between = warmup_steps, {}, 0.0
 
     def callback(self):
         import torch
@@ -153,6 +155,9 @@ class StepClock:
 
         class _Clock(TrainerCallback):
             def on_step_begin(self, args, state, control, **kw):
+                if state.global_step > clock.warmup and "last" in clock.marks:
+                    # Evaluation, checkpointing and logging run between two steps: not training.
+                    clock.between += sync() - clock.marks["last"][0]
                 if state.global_step in (0, clock.warmup):
                     clock.marks[f"begin{state.global_step}"] = (sync(), state.num_input_tokens_seen)
                 if os.environ.get("BENCH_PROFILE") and state.global_step == clock.warmup:
@@ -176,8 +181,9 @@ class StepClock:
         t1, _ = self.marks.get("end1", (float("nan"), 0))
         tw, nw = self.marks.get(f"begin{self.warmup}", (float("nan"), 0))
         tl, nl = self.marks.get("last", (float("nan"), 0))
-        steady = tl - tw
-        return {"first_step_s": t1 - t0, "steady_s": steady, "steady_tokens": nl - nw,
+        steady = tl - tw - self.between
+        return {"first_step_s": t1 - t0, "steady_s": steady, "between_steps_s": self.between,
+                "steady_tokens": nl - nw,
                 "tokens_per_s": (nl - nw) / steady if steady > 0 else float("nan")}
 
 
@@ -360,17 +366,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_cpu(args: argparse.Namespace) -> dict:
-    """The `cpu` profile on the embedded SmolLM2-135M with the demo's caps: tokens/s on this CPU."""
+    """The `cpu` profile as `make demo` runs it: the embedded SmolLM2-135M on the profile's own
+    capped sample set (built here from the synthetic market for 2026-11-20): tokens/s on this CPU."""
+    import shutil
+    from datetime import date
+
+    from flows.fetch_market import run_fetch
     from tasks.config import load_config
-    from tasks.samples import SampleSet
+    from tasks.samples import build_samples
     from tasks.training import train_adapter
 
-    cfg = load_config("cpu")
-    samples = SampleSet.from_dir(args.bench_dir / "samples")
+    home = args.work / "home-cpu"
+    shutil.rmtree(home, ignore_errors=True)
+    cfg = load_config("cpu", {"market.source": "synthetic"})
+    run_fetch(home, cfg, date(2026, 11, 20))
+    samples = build_samples(home, cfg, date(2026, 11, 20))
     clock = StepClock(args.warmup_steps)
-    candidate = train_adapter(args.work / "home-cpu", cfg, samples, callbacks=[clock.callback()], progress=False)
+    start = time.perf_counter()
+    candidate = train_adapter(home, cfg, samples, callbacks=[clock.callback()], progress=False)
     record = json.loads(candidate.training_json.read_text())
-    return {"profile": "cpu", "threads": os.cpu_count(), **clock.summary(), "phases": record["wall_seconds"],
+    return {"profile": "cpu", "threads": os.cpu_count(), "n_train": samples.n_train, "n_val": samples.n_val,
+            **clock.summary(), "train_wall_s": time.perf_counter() - start, "phases": record["wall_seconds"],
             "steps": record["steps_trained"], "eval_initial": record["initial_eval_loss"],
             "eval_best": record["best_eval_loss"], "tokens_seen": record["tokens_seen"], "libraries": _versions()}
 
