@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from tasks import market_sources
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_DIR = PROJECT_ROOT / "test-artifacts"  # git-ignored; CI keeps it
@@ -237,3 +240,17 @@ def read_artifact(flow_run_id: Any, key: str) -> Any:
         found = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     return found[-1] if found else None
+
+
+@pytest.fixture
+def attempts(monkeypatch) -> Counter:
+    """How many times each ticker was fetched from Yahoo (one per Prefect task attempt)."""
+    counts: Counter = Counter()
+    fetch = market_sources.YahooSource.fetch
+
+    def counting_fetch(self, symbol, start, end):
+        counts[symbol] += 1
+        return fetch(self, symbol, start, end)
+
+    monkeypatch.setattr(market_sources.YahooSource, "fetch", counting_fetch)
+    return counts

@@ -147,19 +147,11 @@ def test_forced_rerun_retrains_and_registers_a_second_version(decided_home, prom
 # --- faults ------------------------------------------------------------------------------
 
 @pytest.fixture
-def yahoo_attempts(fake_yahoo, monkeypatch) -> Counter:
+def yahoo_attempts(fake_yahoo, attempts) -> Counter:
     """Yahoo fetches per ticker (one per Prefect task attempt), against a fake Yahoo with a
     history long enough for a first run's backfill."""
     fake_yahoo.bars = {"TCS.NS": yahoo_bars(YAHOO_DAY, n=320), "^NSEI": yahoo_bars(YAHOO_DAY, n=320, level=12000)}
-    counts: Counter = Counter()
-    fetch = market_sources.YahooSource.fetch
-
-    def counting_fetch(self, symbol, start, end):
-        counts[symbol] += 1
-        return fetch(self, symbol, start, end)
-
-    monkeypatch.setattr(market_sources.YahooSource, "fetch", counting_fetch)
-    return counts
+    return attempts
 
 
 def test_rate_limited_fetch_is_retried_and_the_run_completes(fake_yahoo, yahoo_attempts, fast_profile, tmp_path):

@@ -11,7 +11,6 @@ from prefect.states import Failed
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.fetch_market import format_fetch_report, run_fetch
-from tasks import market_sources
 from tasks.config import Config, MarketConfig, TickerSpec
 from tasks.market_data import (BarValidationError, CoverageError, PermanentFetchError, TransientFetchError,
                                is_transient)
@@ -24,20 +23,6 @@ def prefect_harness():
     """One temporary Prefect server for the module (its startup is the slow part)."""
     with prefect_test_harness():
         yield
-
-
-@pytest.fixture
-def attempts(monkeypatch) -> Counter:
-    """How many times each ticker was fetched from Yahoo (one per Prefect task attempt)."""
-    counts: Counter = Counter()
-    fetch = market_sources.YahooSource.fetch
-
-    def counting_fetch(self, symbol, start, end):
-        counts[symbol] += 1
-        return fetch(self, symbol, start, end)
-
-    monkeypatch.setattr(market_sources.YahooSource, "fetch", counting_fetch)
-    return counts
 
 
 def yahoo_config(symbols=("TCS.NS", "^NSEI"), retries: int = 3) -> Config:
