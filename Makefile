@@ -45,6 +45,8 @@ demo: install
 	$(BIN)/niftytune samples --home $(DEMO_HOME) --source synthetic --as-of $(DEMO_DAY2)
 	@echo "== 5/5 ask the promoted adapter"
 	$(BIN)/niftytune ask --home $(DEMO_HOME) "What was the closing level of NIFTY 50 on Friday, 20 November 2026?"
+	@echo "(a 135M model after 16 CPU steps on 64 conversations: check its figure against the store's close above;"
+	@echo " the gpu profile trains on every sample, ~7,000 a day)"
 	@echo
 	@echo "Next, try:"
 	@echo "  $(BIN)/niftytune registry history --home $(DEMO_HOME)"
