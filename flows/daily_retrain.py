@@ -62,7 +62,12 @@ def daily_retrain(params: RetrainParameters = RetrainParameters()) -> reporting.
     log = get_run_logger()
     home, cfg = resolve_home(params.home), params.config()
     timer = reporting.StageTimer(log)
-    log.info("config (profile %s): %s", cfg.profile, cfg.model_dump_json())
+    t = cfg.training
+    log.info("profile %s: base %s, %s, %d tickers from %s, max_steps %s, min_delta %s (full config at DEBUG "
+             "and in each registered version's manifest)", cfg.profile, t.base_model,
+             "4-bit NF4 QLoRA" if t.load_in_4bit else "LoRA", len(cfg.market.tickers), cfg.market.source,
+             t.max_steps, cfg.gate.min_delta)
+    log.debug("config: %s", cfg.model_dump_json())
 
     # 1. Which session? A weekend or an NSE holiday is a clean, reported skip.
     with timer("session"):
