@@ -24,7 +24,7 @@ from tasks.evaluation import score_candidate
 from tasks.promotion import decide_promotion, existing_decision, register_candidate
 from tasks.runlock import run_lock
 from tasks.samples import build_sample_files
-from tasks.training import train_candidate
+from tasks.training import check_training_extras, train_candidate
 
 
 class RetrainParameters(BaseModel):
@@ -68,6 +68,7 @@ def daily_retrain(params: RetrainParameters = RetrainParameters()) -> reporting.
              "4-bit NF4 QLoRA" if t.load_in_4bit else "LoRA", len(cfg.market.tickers), cfg.market.source,
              t.max_steps, cfg.gate.min_delta)
     log.debug("config: %s", cfg.model_dump_json())
+    check_training_extras(t)  # a missing optional package fails now, not after the fetch
 
     # 1. Which session? A weekend or an NSE holiday is a clean, reported skip.
     with timer("session"):

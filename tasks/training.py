@@ -11,6 +11,7 @@ exactly the assistant tokens that scoring uses; trl's SFTTrainer receives the pr
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +39,10 @@ ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
 TRAINING_JSON = "training.json"
 VERSIONED_LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets")
+
+# trl 1.16 steers `use_liger_kernel` users to kernels downloaded from the Hub at run time; this
+# project trains offline, so it keeps the installed Liger package and drops that advice.
+warnings.filterwarnings("ignore", message=r"`use_liger_kernel=True` is deprecated", category=FutureWarning)
 
 
 class TrainingError(RuntimeError):
@@ -270,11 +276,19 @@ def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool,
                      initial_eval_loss=record["initial_eval_loss"], best_step=record["best_step"], base=ref)
 
 
+def check_training_extras(training: TrainingConfig) -> None:
+    """Fail before any work when the profile needs an optional package that is not installed."""
+    if training.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
+        raise TrainingError("training.use_liger_kernel is on (as in the gpu and laptop-4gb profiles) but "
+                            "liger-kernel is not installed: pip install -e '.[gpu]', or set use_liger_kernel: false")
+
+
 def train_adapter(home: Path, cfg: Config, samples: Any, *, run_id: str | None = None,
                   progress: bool = True, callbacks: list[Any] = ()) -> Candidate:
     """Train a fresh LoRA adapter on `samples` (a SampleSet) and write `runs/<run-id>/adapter/`;
     on any failure the run folder is removed and the error re-raised. `callbacks` are extra
     TrainerCallbacks (the benchmarks time steps with one)."""
+    check_training_extras(cfg.training)
     run_id = run_id or new_run_id()
     run_dir = Path(home) / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=False)

@@ -1,6 +1,7 @@
 """Training a fresh adapter on the tiny model: LoRA and QLoRA, reload, early stopping, NaN guard."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 from dataclasses import dataclass
@@ -163,3 +164,15 @@ def test_existing_run_id_is_refused_and_left_alone(tmp_path, tiny_model_dir):
     with pytest.raises(FileExistsError):
         train_adapter(home, tiny_config(tiny_model_dir), write_samples(tmp_path / "s"), run_id="taken")
     assert (home / "runs" / "taken" / "keep.txt").is_file()
+
+
+def test_a_profile_needing_liger_fails_before_any_work_when_it_is_not_installed(tmp_path, tiny_model_dir, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "liger_kernel" else real_find_spec(name, *a))
+    cfg = tiny_config(tiny_model_dir)
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"use_liger_kernel": True})})
+    home = tmp_path / "home"
+    with pytest.raises(TrainingError, match=r"liger-kernel is not installed: pip install -e '\.\[gpu\]'"):
+        train_adapter(home, cfg, write_samples(tmp_path / "s"), progress=False)
+    assert not home.exists()
