@@ -11,8 +11,8 @@ real shapes. Prints one row per configuration; timings are measured, never asser
 
 Each row runs in its own process (clean peak-memory reading, and the memory cap of the
 laptop rows). Columns: trained (non-padding) tokens/s in steady state (steps after the first
-`--warmup-steps`, not counting the evaluations and checkpoints between steps), LoRA-MFU = (4·P + 6·P_lora + attention) FLOPs per token x tokens/s over
-800 TFLOP/s (no recompute counted), peak GPU memory, seconds per phase (load, quantize, first
+`--warmup-steps`, not counting the evaluations and checkpoints between steps), LoRA-MFU =
+(4·P + 6·P_lora + attention) FLOPs per token x tokens/s over 800 TFLOP/s (no recompute counted), peak GPU memory, seconds per phase (load, quantize, first
 step, steady state, save, scoring of base + champion + candidate), final train/eval losses.
 """
 from __future__ import annotations
@@ -23,9 +23,12 @@ import os
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH_AS_OF = date(2026, 11, 20)  # the session every benchmark sample set is built for
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 if "prefect" not in sys.modules:
@@ -73,12 +76,9 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
 def prepare(out: Path, n_train: int, n_val: int) -> None:
     """Tokenizer files from the embedded GGUF and a synthetic-market sample set into `out`."""
     import shutil
-    from datetime import date
 
-    from flows.fetch_market import run_fetch
     from tasks.base_model import ensure_embedded_base
     from tasks.config import load_config
-    from tasks.samples import build_samples
 
     home = out / "home"
     base = ensure_embedded_base(home)
@@ -89,9 +89,7 @@ def prepare(out: Path, n_train: int, n_val: int) -> None:
             shutil.copy2(f, tok_dir / f.name)
     cfg = load_config("gpu", {"market.source": "synthetic", "samples.max_train_samples": n_train,
                               "samples.max_val_samples": n_val, "samples.val_recent_sessions": 8})
-    as_of = date(2026, 11, 20)
-    run_fetch(home, cfg, as_of)
-    sample_set = build_samples(home, cfg, as_of)
+    sample_set = synthetic_samples(home, cfg)
     dest = out / "samples"
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(sample_set.dir, dest)
@@ -365,22 +363,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def synthetic_samples(home: Path, cfg: Any) -> Any:
+    """The synthetic market fetched into `home` and the sample set `cfg` builds from it, as of
+    BENCH_AS_OF."""
+    from flows.fetch_market import run_fetch
+    from tasks.samples import build_samples
+
+    run_fetch(home, cfg, BENCH_AS_OF)
+    return build_samples(home, cfg, BENCH_AS_OF)
+
+
 def run_cpu(args: argparse.Namespace) -> dict:
     """The `cpu` profile as `make demo` runs it: the embedded SmolLM2-135M on the profile's own
     capped sample set (built here from the synthetic market for 2026-11-20): tokens/s on this CPU."""
     import shutil
-    from datetime import date
 
-    from flows.fetch_market import run_fetch
     from tasks.config import load_config
-    from tasks.samples import build_samples
     from tasks.training import train_adapter
 
     home = args.work / "home-cpu"
     shutil.rmtree(home, ignore_errors=True)
-    cfg = load_config("cpu", {"market.source": "synthetic"})
-    run_fetch(home, cfg, date(2026, 11, 20))
-    samples = build_samples(home, cfg, date(2026, 11, 20))
+    samples = synthetic_samples(home, cfg := load_config("cpu", {"market.source": "synthetic"}))
     clock = StepClock(args.warmup_steps)
     start = time.perf_counter()
     candidate = train_adapter(home, cfg, samples, callbacks=[clock.callback()], progress=False)
