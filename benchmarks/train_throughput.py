@@ -43,6 +43,8 @@ SHAPES = {  # real architectures, random weights, the SmolLM2 tokenizer's vocabu
                                    num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True)),
     "tinyllama-1.1b": ("llama", dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
                                      num_attention_heads=32, num_key_value_heads=4, tie_word_embeddings=False)),
+    "tiny": ("llama", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,  # harness smoke test
+                           num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)),
     "qwen2.5-0.5b": ("qwen2", dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                                    num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True)),
 }
@@ -68,6 +70,13 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "b1": {"training.per_device_train_batch_size": 1, "training.gradient_accumulation_steps": 16},
     "noprobe": {"evaluation.probe_size": 0},  # e2e scoring by validation loss only, no greedy probes
     "e2e": {},  # 2 epochs on the full 3,000 samples with evaluation, as a daily run would
+    "fused": {"training.fused_lora": True},
+    "nofused": {"training.fused_lora": False},
+    "nodeq": {"evaluation.dequantize_base": False},  # score on the 4-bit layers
+    "nodq": {"training.bnb_4bit_use_double_quant": False},
+    "prof": {},
+    "cpusmoke": {"training.use_liger_kernel": False, "training.attn_implementation": "sdpa",
+                 "training.load_in_4bit": False, "training.per_device_train_batch_size": 2},  # torch.profiler over 3 steady steps, tables appended to $BENCH_PROFILE_OUT
 }
 
 
@@ -138,7 +147,7 @@ class StepClock:
     """Trainer callback: synchronised wall clock of the first step and of the steady state."""
 
     def __init__(self, warmup_steps: int) -> None:
-        self.warmup, self.marks, self.between = warmup_steps, {}, 0.0
+        self.warmup, self.marks, self.between, self.events = warmup_steps, {}, 0.0, []
 
     def callback(self):
         import torch
@@ -152,6 +161,18 @@ class StepClock:
             return time.perf_counter()
 
         class _Clock(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                clock.marks["train_begin"] = (sync(), 0)
+
+            def on_evaluate(self, args, state, control, **kw):
+                clock.events.append(("evaluated", state.global_step, round(sync() - clock.marks["train_begin"][0], 2)))
+
+            def on_save(self, args, state, control, **kw):
+                clock.events.append(("saved", state.global_step, round(sync() - clock.marks["train_begin"][0], 2)))
+
+            def on_train_end(self, args, state, control, **kw):
+                clock.events.append(("end", state.global_step, round(sync() - clock.marks["train_begin"][0], 2)))
+
             def on_step_begin(self, args, state, control, **kw):
                 if state.global_step > clock.warmup and "last" in clock.marks:
                     # Evaluation, checkpointing and logging run between two steps: not training.
@@ -167,10 +188,15 @@ class StepClock:
                 if state.global_step == 1:
                     clock.marks["end1"] = (sync(), state.num_input_tokens_seen)
                 clock.marks["last"] = (sync(), state.num_input_tokens_seen)
-                if getattr(clock, "profiler", None) and state.global_step == clock.warmup + 3:
+                if state.global_step == clock.warmup + 3 and getattr(clock, "profiler", None):
                     clock.profiler.__exit__(None, None, None)
-                    print(clock.profiler.key_averages().table(sort_by="self_cuda_time_total", row_limit=30),
-                          file=sys.stderr)
+                    wall = sync() - clock.marks[f"begin{clock.warmup}"][0]
+                    averages = clock.profiler.key_averages()
+                    kernels = sum(e.self_device_time_total for e in averages) / 1e6
+                    with open(os.environ["BENCH_PROFILE"], "a") as fh:
+                        fh.write(f"\n== {os.environ.get('BENCH_ROW')}: 3 steps, {wall:.3f} s wall, "
+                                 f"{kernels:.3f} s of device time in ops\n")
+                        fh.write(averages.table(sort_by="self_cuda_time_total", row_limit=45, max_name_column_width=70))
                     clock.profiler = None
         return _Clock()
 
@@ -180,7 +206,7 @@ class StepClock:
         tw, nw = self.marks.get(f"begin{self.warmup}", (float("nan"), 0))
         tl, nl = self.marks.get("last", (float("nan"), 0))
         steady = tl - tw - self.between
-        return {"first_step_s": t1 - t0, "steady_s": steady, "between_steps_s": self.between,
+        return {"first_step_s": t1 - t0, "steady_s": steady, "between_steps_s": self.between, "events": self.events,
                 "steady_tokens": nl - nw,
                 "tokens_per_s": (nl - nw) / steady if steady > 0 else float("nan")}
 
@@ -189,7 +215,8 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
     """Train (and score) one configuration through tasks.training.train_adapter."""
     import torch
 
-    from tasks.base_model import load_base
+    import tasks.evaluation as evaluation
+    from tasks.base_model import dequantize_for_scoring, load_base
     from tasks.config import load_config
     from tasks.evaluation import score_models
     from tasks.samples import SampleSet
@@ -197,6 +224,12 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
 
     shape, _, spec = row.partition(":")
     profile, *variants = spec.split("+")
+    if "prof" in variants:
+        os.environ["BENCH_PROFILE"] = os.environ.get("BENCH_PROFILE_OUT", str(work / "profiles.txt"))
+        os.environ["BENCH_ROW"] = row
+    scoring_parts = {"loss_s": 0.0, "probes_s": 0.0}
+    for name, part in (("_summed_loss", "loss_s"), ("generate_answers", "probes_s")):
+        setattr(evaluation, name, _timed(getattr(evaluation, name), scoring_parts, part))
     if memory_cap_gib and torch.cuda.is_available():
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(memory_cap_gib * 2**30 / total)
@@ -218,6 +251,7 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
     peak_train = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
     t = time.perf_counter()
     base, tokenizer = load_base(candidate.base, cfg.training, for_training=False)
+    dequantized = cfg.evaluation.dequantize_base and dequantize_for_scoring(base)
     scores = score_models(base, tokenizer, {"champion": candidate.adapter_dir, "candidate": candidate.adapter_dir},
                           samples.val_path, cfg)
     score_s = time.perf_counter() - t
@@ -229,13 +263,28 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
         "row": row, "shape": shape, "params_matmul": p, "params_lora": p_lora, **clock_s,
         "mfu": clock_s["tokens_per_s"] * fpt / PEAK_FLOPS,
         "peak_gib": max(peak_train, torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0),
-        "phases": record["wall_seconds"], "score_s": score_s, "train_wall_s": train_wall,
+        "phases": record["wall_seconds"], "score_s": score_s, "scoring": {**scoring_parts, "dequantized": dequantized}, "train_wall_s": train_wall,
         "e2e_wall_s": train_wall + score_s, "steps": record["steps_trained"],
         "losses": {"train_last": record.get("train_loss"), "eval_initial": record["initial_eval_loss"],
                    "eval_best": record["best_eval_loss"],
                    **{m: s.loss for m, s in scores.scores.items()}},
         "cap_gib": memory_cap_gib, "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
     }
+
+
+def _timed(fn: Any, totals: dict[str, float], key: str) -> Any:
+    """`fn`, adding its CUDA-synchronised wall time to `totals[key]` on every call."""
+    import torch
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            totals[key] += time.perf_counter() - start
+    return timed
 
 
 def packcheck(bench: Path, work: Path, shape: str, n: int = 48) -> dict:
@@ -357,8 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results.append(json.loads(lines[-1][7:]))
             print(json.dumps(results[-1]), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        if args.json:  # after every row: a call stopped at its time limit keeps the rows it finished
+            args.json.write_text(json.dumps(results, indent=1))
     print_table(results)
     return 0
 

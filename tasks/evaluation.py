@@ -254,11 +254,13 @@ def ask(home: str | Path, question: str, version: str | None = None,
 def score_candidate(home: Path, cfg: Config, candidate: Any, sample_set: Any) -> ScoreReport:
     """Score base, champion (verified first; fails closed) and candidate on the session's
     val.jsonl in this process, with the base loaded once."""
-    from tasks.base_model import load_base
+    from tasks.base_model import dequantize_for_scoring, load_base
     from tasks.promotion import resolve_champion
 
     champion = resolve_champion(home)
     model, tokenizer = load_base(candidate.base, cfg.training, for_training=False)
+    if cfg.evaluation.dequantize_base:
+        dequantize_for_scoring(model)
     adapters = {"champion": champion.path} if champion else {}
     report = score_models(model, tokenizer, {**adapters, "candidate": candidate.adapter_dir}, sample_set.val_path, cfg)
     if report.val_hash != sample_set.val_hash:

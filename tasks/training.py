@@ -235,6 +235,9 @@ def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train
         callbacks=[EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold),
                    _non_finite_callback(), *extra_callbacks])
     _keep_adapters_fp32(trainer.model, dtype)
+    if t.fused_lora:
+        from tasks.fused_lora import fuse_lora_layers
+        fuse_lora_layers(trainer.model)
     return trainer
 
 

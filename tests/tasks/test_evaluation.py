@@ -104,6 +104,24 @@ def test_the_daily_scoring_verifies_and_scores_the_champion_beside_the_candidate
         score_candidate.fn(home, config, candidate, sample_set)
 
 
+def test_a_4bit_base_scored_dequantised_gives_the_4bit_scores(tiny_model_dir, adapter, val_path, tmp_path):
+    import bitsandbytes as bnb
+
+    from tasks.base_model import dequantize_for_scoring, load_base
+
+    training = TrainingConfig(base_model=str(tiny_model_dir), load_in_4bit=True)
+    ref = resolve_base_model(training, tmp_path / "home")
+    model, tokenizer = load_base(ref, training, for_training=False)
+    nf4 = score_models(model, tokenizer, {"candidate": adapter}, val_path, cfg(probe_size=3))
+    assert dequantize_for_scoring(model)
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    plain = score_models(model, tokenizer, {"candidate": adapter}, val_path, cfg(probe_size=3))
+    for name in ("base", "candidate"):
+        assert plain.scores[name].loss == pytest.approx(nf4.scores[name].loss, rel=1e-5), name
+        assert plain.scores[name].accuracy == nf4.scores[name].accuracy
+    assert not dequantize_for_scoring(model)  # nothing 4-bit is left
+
+
 def test_the_loss_is_the_token_weighted_mean_over_assistant_tokens(base, val_path):
     import torch
     import torch.nn.functional as F

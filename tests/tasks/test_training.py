@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tasks.config import Config, load_config
+from tasks.fused_lora import _fused_forward
 from tasks.training import NonFiniteLossError, TrainingError, train_adapter
 
 NAMES = ["NIFTY 50", "SENSEX", "TCS", "Infosys", "HDFC Bank", "ICICI Bank", "Reliance Industries"]
@@ -93,14 +94,17 @@ def keep_trainer(monkeypatch) -> list:
     return kept
 
 
-@pytest.mark.parametrize("load_in_4bit", [False, True], ids=["lora", "qlora-4bit"])
-def test_adapter_trains_and_reloads_with_the_same_logits(tmp_path, tiny_model_dir, keep_trainer, load_in_4bit):
+@pytest.mark.parametrize("load_in_4bit,fused", [(False, False), (True, False), (True, True)],
+                         ids=["lora", "qlora-4bit", "qlora-4bit-fused"])
+def test_adapter_trains_and_reloads_with_the_same_logits(tmp_path, tiny_model_dir, keep_trainer, load_in_4bit,
+                                                         fused):
     from peft import PeftModel
 
     from tasks.base_model import load_base
 
     samples = write_samples(tmp_path / "samples")
-    cfg = tiny_config(tiny_model_dir, load_in_4bit=load_in_4bit)
+    # fused: trained through tasks.fused_lora, reloaded through peft's own layers.
+    cfg = tiny_config(tiny_model_dir, load_in_4bit=load_in_4bit, fused_lora=fused, lora_dropout=0.0 if fused else 0.05)
     cand = train_adapter(tmp_path / "home", cfg, samples, run_id="run-1", progress=False)
 
     record = json.loads(cand.training_json.read_text())
@@ -119,6 +123,8 @@ def test_adapter_trains_and_reloads_with_the_same_logits(tmp_path, tiny_model_di
 
     ids = torch.tensor([[5, 17, 42, 99, 123, 7, 250, 31]])
     trained = keep_trainer[0].model.eval()
+    routed = [m for m in trained.modules() if getattr(m.forward, "__func__", None) is _fused_forward]
+    assert len(routed) == (14 if fused else 0)
     with torch.no_grad():
         before = trained(input_ids=ids).logits
         base, _ = load_base(cand.base, cfg.training, for_training=False)
