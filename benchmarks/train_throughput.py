@@ -74,6 +74,7 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "nofused": {"training.fused_lora": False},
     "nodeq": {"evaluation.dequantize_base": False},  # score on the 4-bit layers
     "nodq": {"training.bnb_4bit_use_double_quant": False},
+    "w0": {"training.dataloader_num_workers": 0},
     "prof": {},
     "cpusmoke": {"training.use_liger_kernel": False, "training.attn_implementation": "sdpa",
                  "training.load_in_4bit": False, "training.per_device_train_batch_size": 2},  # torch.profiler over 3 steady steps, tables appended to $BENCH_PROFILE_OUT
@@ -179,7 +180,9 @@ class StepClock:
                     clock.between += sync() - clock.marks["last"][0]
                 if state.global_step in (0, clock.warmup):
                     clock.marks[f"begin{state.global_step}"] = (sync(), state.num_input_tokens_seen)
-                if os.environ.get("BENCH_PROFILE") and state.global_step == clock.warmup:
+                # Profiled: the 3 warm-up steps before the steady state, which the profiler would slow.
+                if os.environ.get("BENCH_PROFILE") and state.global_step == max(1, clock.warmup - 3):
+                    clock.marks["profile"] = (sync(), 0)
                     clock.profiler = torch.profiler.profile(
                         activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
                     clock.profiler.__enter__()
@@ -188,9 +191,9 @@ class StepClock:
                 if state.global_step == 1:
                     clock.marks["end1"] = (sync(), state.num_input_tokens_seen)
                 clock.marks["last"] = (sync(), state.num_input_tokens_seen)
-                if state.global_step == clock.warmup + 3 and getattr(clock, "profiler", None):
+                if state.global_step == max(1, clock.warmup - 3) + 3 and getattr(clock, "profiler", None):
                     clock.profiler.__exit__(None, None, None)
-                    wall = sync() - clock.marks[f"begin{clock.warmup}"][0]
+                    wall = sync() - clock.marks["profile"][0]
                     averages = clock.profiler.key_averages()
                     kernels = sum(e.self_device_time_total for e in averages) / 1e6
                     with open(os.environ["BENCH_PROFILE"], "a") as fh:
@@ -227,6 +230,7 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
     if "prof" in variants:
         os.environ["BENCH_PROFILE"] = os.environ.get("BENCH_PROFILE_OUT", str(work / "profiles.txt"))
         os.environ["BENCH_ROW"] = row
+        _profile_setup(os.environ["BENCH_PROFILE"], row)
     scoring_parts = {"loss_s": 0.0, "probes_s": 0.0}
     for name, part in (("_summed_loss", "loss_s"), ("generate_answers", "probes_s")):
         setattr(evaluation, name, _timed(getattr(evaluation, name), scoring_parts, part))
@@ -272,6 +276,28 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
     }
 
 
+def _profile_setup(out: str, row: str) -> None:
+    """cProfile `tasks.training._build_trainer` (the trainer's setup) into `out`."""
+    import cProfile
+    import io
+    import pstats
+
+    import tasks.training as training
+
+    build = training._build_trainer
+
+    def profiled(*args: Any, **kwargs: Any) -> Any:
+        profiler = cProfile.Profile()
+        try:
+            return profiler.runcall(build, *args, **kwargs)
+        finally:
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(35)
+            with open(out, "a") as fh:
+                fh.write(f"\n== {row}: trainer setup (cProfile, cumulative)\n{text.getvalue()}")
+    training._build_trainer = profiled
+
+
 def _timed(fn: Any, totals: dict[str, float], key: str) -> Any:
     """`fn`, adding its CUDA-synchronised wall time to `totals[key]` on every call."""
     import torch
@@ -285,6 +311,56 @@ def _timed(fn: Any, totals: dict[str, float], key: str) -> Any:
                 torch.cuda.synchronize()
             totals[key] += time.perf_counter() - start
     return timed
+
+
+def genprof(bench: Path, work: Path, shape: str, out: Path | None) -> dict:
+    """Greedy probe generation (24 validation questions x 96 new tokens, as scoring runs them)
+    timed on the 4-bit base, the dequantised base, with a LoRA adapter through peft's layers and
+    through the fused ones, and 72 probes in one batch; a profiler table of the peft case."""
+    import torch
+    from peft import get_peft_model
+
+    from tasks.base_model import dequantize_for_scoring, load_base, resolve_base_model
+    from tasks.config import load_config
+    from tasks.evaluation import generate_answers, read_validation, select_probes
+    from tasks.fused_lora import fuse_lora_layers
+    from tasks.training import build_lora_config
+
+    model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
+    cfg = load_config("gpu", {"training.base_model": str(model_dir)})
+    probes = select_probes(read_validation(bench / "samples" / "val.jsonl"), cfg.evaluation.probe_size)
+    convs, n_new = [p["messages"][:-1] for p in probes], cfg.evaluation.max_new_tokens
+    model, tokenizer = load_base(resolve_base_model(cfg.training, work / "home"), cfg.training, for_training=False)
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, conversations: list, batch: int = 64) -> None:
+        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        generate_answers(model, tokenizer, conversations, n_new, batch)
+        sync()
+        seconds[name] = round(time.perf_counter() - start, 2)
+        print(f"{name}: {seconds[name]} s ({seconds[name] / n_new * 1000:.0f} ms per new token)", flush=True)
+
+    timed("nf4 base", convs)
+    dequantize_for_scoring(model)
+    timed("dequantised base", convs)
+    model = get_peft_model(model, build_lora_config(cfg.training)).eval()
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.01)
+    timed("dequantised base + LoRA, peft layers", convs)
+    if out:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
+            generate_answers(model, tokenizer, convs, 8, 64)
+        with open(out, "a") as fh:
+            fh.write(f"\n== generation, peft layers, 24 probes x 8 new tokens\n")
+            fh.write(prof.key_averages().table(sort_by="cpu_time_total", row_limit=40, max_name_column_width=60))
+    fuse_lora_layers(model)
+    timed("dequantised base + LoRA, fused layers", convs)
+    timed("dequantised base + LoRA, fused layers, 72 probes in one batch", convs * 3, 96)
+    return {"check": "generation", "shape": shape, "probes": len(convs), "max_new_tokens": n_new, "seconds": seconds}
 
 
 def packcheck(bench: Path, work: Path, shape: str, n: int = 48) -> dict:
@@ -373,11 +449,19 @@ def main(argv: list[str] | None = None) -> int:
     one = sub.add_parser("one", help=argparse.SUPPRESS)  # a single row, in a child process
     one.add_argument("row"), one.add_argument("bench", type=Path), one.add_argument("work", type=Path)
     one.add_argument("steps", type=int), one.add_argument("warmup", type=int), one.add_argument("cap", type=float)
+    gp = sub.add_parser("genprof", help="probe generation timings on one model (GPU)")
+    gp.add_argument("--bench-dir", type=Path, default=ROOT / ".bench")
+    gp.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "niftytune-bench")
+    gp.add_argument("--shape", default="tinyllama-1.1b")
+    gp.add_argument("--profile-out", type=Path)
     pc = sub.add_parser("packcheck", help="packed vs unpacked loss on one model (GPU)")
     pc.add_argument("--bench-dir", type=Path, default=ROOT / ".bench")
     pc.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "niftytune-bench")
     pc.add_argument("--shape", default="tinyllama-1.1b")
     args = p.parse_args(argv)
+    if args.cmd == "genprof":
+        print("GENPROF " + json.dumps(genprof(args.bench_dir, args.work, args.shape, args.profile_out)))
+        return 0
     if args.cmd == "packcheck":
         print("PACKCHECK " + json.dumps(packcheck(args.bench_dir, args.work, args.shape)))
         return 0

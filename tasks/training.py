@@ -257,7 +257,8 @@ def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool,
     with phases("tokenize"):
         train_ds = tokenize_samples(Path(samples.train_path), tokenizer, t.max_length)
         val_ds = tokenize_samples(Path(samples.val_path), tokenizer, t.max_length)
-    trainer = _build_trainer(cfg, run_dir, model, tokenizer, train_ds, val_ds, progress, callbacks)
+    with phases("setup"):  # adapters attached, datasets packed, kernels patched
+        trainer = _build_trainer(cfg, run_dir, model, tokenizer, train_ds, val_ds, progress, callbacks)
     with phases("train"):
         trainer.train()
     if trainer.state.best_global_step is None:
