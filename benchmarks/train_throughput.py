@@ -277,7 +277,7 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
 
 
 def _profile_setup(out: str, row: str) -> None:
-    """cProfile `tasks.training._build_trainer` (the trainer's setup) into `out`."""
+    """cProfile `tasks.training._build_trainer` (the trainer's setup) and the first evaluation into `out`."""
     import cProfile
     import io
     import pstats
@@ -296,6 +296,22 @@ def _profile_setup(out: str, row: str) -> None:
             with open(out, "a") as fh:
                 fh.write(f"\n== {row}: trainer setup (cProfile, cumulative)\n{text.getvalue()}")
     training._build_trainer = profiled
+
+    from transformers import Trainer
+
+    evaluate = Trainer.evaluate
+
+    def first_evaluation_profiled(self: Any, *args: Any, **kwargs: Any) -> Any:
+        Trainer.evaluate = evaluate  # only the first evaluation (step 0: compiles, loads kernels)
+        profiler = cProfile.Profile()
+        try:
+            return profiler.runcall(evaluate, self, *args, **kwargs)
+        finally:
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(45)
+            with open(out, "a") as fh:
+                fh.write(f"\n== {row}: first evaluation (cProfile, cumulative)\n{text.getvalue()}")
+    Trainer.evaluate = first_evaluation_profiled
 
 
 def _timed(fn: Any, totals: dict[str, float], key: str) -> Any:

@@ -34,16 +34,28 @@ def tokenize_conversation(tokenizer: Any, messages: list[Message], max_length: i
     """Token ids of a (system, user, assistant) conversation and a mask that is 1 exactly on
     the assistant's answer tokens (including the template's end-of-turn token, so the model
     learns to stop). Truncates from the right to `max_length`."""
-    if not messages or messages[-1]["role"] != "assistant":
-        raise ChatTemplateError("a training conversation must end with the assistant's answer")
-    prompt = render_prompt(tokenizer, messages[:-1])
-    full = render_conversation(tokenizer, messages)
-    if not full.startswith(prompt):
-        # Some templates render the history differently once an answer follows; the mask
-        # would then be wrong, so refuse rather than train on the prompt.
-        raise ChatTemplateError("the chat template does not render the prompt as a prefix of the conversation")
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
-    input_ids = (prompt_ids + answer_ids)[:max_length]
-    mask = ([0] * len(prompt_ids) + [1] * len(answer_ids))[:max_length]
-    return {"input_ids": input_ids, "completion_mask": mask}
+    return tokenize_conversations(tokenizer, [messages], max_length)[0]
+
+
+def tokenize_conversations(tokenizer: Any, conversations: list[list[Message]],
+                           max_length: int) -> list[dict[str, list[int]]]:
+    """`tokenize_conversation` for many conversations, with the tokenizer called once on all of
+    them (a fast tokenizer then encodes them in parallel)."""
+    prompts, answers = [], []
+    for messages in conversations:
+        if not messages or messages[-1]["role"] != "assistant":
+            raise ChatTemplateError("a training conversation must end with the assistant's answer")
+        prompt = render_prompt(tokenizer, messages[:-1])
+        full = render_conversation(tokenizer, messages)
+        if not full.startswith(prompt):
+            # Some templates render the history differently once an answer follows; the mask
+            # would then be wrong, so refuse rather than train on the prompt.
+            raise ChatTemplateError("the chat template does not render the prompt as a prefix of the conversation")
+        prompts.append(prompt)
+        answers.append(full[len(prompt):])
+    if not conversations:
+        return []
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
+    return [{"input_ids": (p + a)[:max_length], "completion_mask": ([0] * len(p) + [1] * len(a))[:max_length]}
+            for p, a in zip(prompt_ids, answer_ids)]

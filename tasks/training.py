@@ -4,7 +4,7 @@
     cand.adapter_dir        # runs/<run-id>/adapter: adapter_model.safetensors, adapter_config.json,
                             # tokenizer + chat template, training.json (what was trained, on what, how)
 
-Conversations are tokenized once by `tasks.chat.tokenize_conversation`, so the loss is taken over
+Conversations are tokenized once by `tasks.chat.tokenize_conversations`, so the loss is taken over
 exactly the assistant tokens that scoring uses; trl's SFTTrainer receives the pre-tokenized
 `input_ids` + `completion_mask` columns and folds the mask into its labels.
 """
@@ -30,7 +30,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.base_model import (BaseModelRef, build_bnb_config, default_device, load_base,  # noqa: F401
                               resolve_base_model, resolve_compute_dtype)
-from tasks.chat import tokenize_conversation
+from tasks.chat import tokenize_conversations
 from tasks.config import Config, TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -120,13 +120,10 @@ def tokenize_samples(path: Path, tokenizer: Any, max_length: int) -> "Dataset":
     """A dataset of `input_ids` + `completion_mask` rows, one per conversation of a JSONL file."""
     from datasets import Dataset
 
-    rows, at_limit = [], 0
     with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                row = tokenize_conversation(tokenizer, json.loads(line)["messages"], max_length)
-                at_limit += len(row["input_ids"]) >= max_length
-                rows.append(row)
+        conversations = [json.loads(line)["messages"] for line in fh if line.strip()]
+    rows = tokenize_conversations(tokenizer, conversations, max_length)
+    at_limit = sum(len(row["input_ids"]) >= max_length for row in rows)
     if not rows:
         raise TrainingError(f"{path}: no conversations to train or evaluate on")
     if at_limit:
@@ -243,10 +240,10 @@ def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train
 
 def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool,
            callbacks: list[Any] = ()) -> Candidate:
-    from peft import prepare_model_for_kbit_training
-
     t, phases = cfg.training, _Phases()
     log.info("training run %s with config %s", run_dir.name, cfg.model_dump_json())
+    with phases("imports"):  # peft, transformers, bitsandbytes: seconds, once per process
+        from peft import prepare_model_for_kbit_training
     with phases("load"):
         ref = resolve_base_model(t, home)
         model, tokenizer = load_base(ref, t, for_training=True)

@@ -122,6 +122,30 @@ def test_a_4bit_base_scored_dequantised_gives_the_4bit_scores(tiny_model_dir, ad
     assert not dequantize_for_scoring(model)  # nothing 4-bit is left
 
 
+def test_probes_run_on_merged_weights_and_the_base_comes_back_bit_for_bit(tiny_model_dir, adapter):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tasks.evaluation import merged_adapter
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter).eval()
+    weights = {n: p.detach().clone() for n, p in model.named_parameters() if "base_layer" in n}
+    ids = torch.tensor([[5, 17, 42, 99, 123, 7]])
+    with torch.no_grad():
+        unmerged = model(input_ids=ids).logits
+        with merged_adapter(model) as merged:
+            assert merged and all(m.merged for m in model.modules() if hasattr(m, "merged_adapters"))
+            changed = any(not torch.equal(p, weights[n]) for n, p in model.named_parameters() if n in weights)
+            torch.testing.assert_close(model(input_ids=ids).logits, unmerged, rtol=1e-5, atol=1e-5)
+        with model.disable_adapter(), merged_adapter(model) as merged_base:
+            assert not merged_base  # the base is never scored with an adapter folded in
+        after = model(input_ids=ids).logits
+    assert changed and not any(m.merged for m in model.modules() if hasattr(m, "merged_adapters"))
+    assert all(torch.equal(p, weights[n]) for n, p in model.named_parameters() if n in weights)
+    assert torch.equal(after, unmerged)
+
+
 def test_the_loss_is_the_token_weighted_mean_over_assistant_tokens(base, val_path):
     import torch
     import torch.nn.functional as F
