@@ -338,7 +338,7 @@ def genprof(bench: Path, work: Path, shape: str, out: Path | None) -> dict:
 
     from tasks.base_model import dequantize_for_scoring, load_base, resolve_base_model
     from tasks.config import load_config
-    from tasks.evaluation import generate_answers, read_validation, select_probes
+    from tasks.evaluation import generate_answers, merged_adapter, read_validation, select_probes
     from tasks.fused_lora import fuse_lora_layers
     from tasks.training import build_lora_config
 
@@ -366,6 +366,9 @@ def genprof(bench: Path, work: Path, shape: str, out: Path | None) -> dict:
         if "lora_B" in name:
             param.data.normal_(0, 0.01)
     timed("dequantised base + LoRA, peft layers", convs)
+    with merged_adapter(model) as merged:
+        assert merged
+        timed("dequantised base + LoRA merged (as scoring runs the probes)", convs)
     if out:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                                 torch.profiler.ProfilerActivity.CUDA]) as prof:
