@@ -27,6 +27,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+PROCESS_START = time.perf_counter()  # before torch, transformers & co. are imported: e2e counts imports
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_AS_OF = date(2026, 11, 20)  # the session every benchmark sample set is built for
 sys.path.insert(0, str(ROOT))
@@ -75,6 +76,8 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "nodeq": {"evaluation.dequantize_base": False},  # score on the 4-bit layers
     "nodq": {"training.bnb_4bit_use_double_quant": False},
     "w0": {"training.dataloader_num_workers": 0},
+    "w2": {"training.dataloader_num_workers": 2},
+    "fixed": {"training.pad_to_multiple_of": 16384},  # every packed batch one shape: no recompiles
     "prof": {},
     "cpusmoke": {"training.use_liger_kernel": False, "training.attn_implementation": "sdpa",
                  "training.load_in_4bit": False, "training.per_device_train_batch_size": 2},  # torch.profiler over 3 steady steps, tables appended to $BENCH_PROFILE_OUT
@@ -234,10 +237,16 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
     scoring_parts = {"loss_s": 0.0, "probes_s": 0.0}
     for name, part in (("_summed_loss", "loss_s"), ("generate_answers", "probes_s")):
         setattr(evaluation, name, _timed(getattr(evaluation, name), scoring_parts, part))
+    import tasks.training as training  # where train_adapter's wall time goes, phases or not
+    train_parts = {name: 0.0 for name in ("_train", "check_training_extras", "_training_record", "_write_json")}
+    for name in train_parts:
+        setattr(training, name, _timed(getattr(training, name), train_parts, name))
     if memory_cap_gib and torch.cuda.is_available():
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(memory_cap_gib * 2**30 / total)
+    t = time.perf_counter()
     model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
+    build_s = time.perf_counter() - t  # making the random model is the benchmark's, not the job's
     e2e = "e2e" in variants
     overrides = {"training.base_model": str(model_dir), "training.max_steps": -1 if e2e else steps,
                  "training.eval_steps": steps if not e2e else 40, "training.num_train_epochs": 2,
@@ -248,8 +257,9 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
     samples = SampleSet.from_dir(bench / "samples")
     clock = StepClock(warmup)
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
+    callback = clock.callback()  # before the clock: its import of transformers' Trainer belongs to "imports"
     start = time.perf_counter()
-    candidate = train_adapter(work / "home", cfg, samples, callbacks=[clock.callback()], progress=False)
+    candidate = train_adapter(work / "home", cfg, samples, callbacks=[callback], progress=False)
     train_wall = time.perf_counter() - start
     record = json.loads(candidate.training_json.read_text())
     peak_train = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
@@ -259,6 +269,7 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
     scores = score_models(base, tokenizer, {"champion": candidate.adapter_dir, "candidate": candidate.adapter_dir},
                           samples.val_path, cfg)
     score_s = time.perf_counter() - t
+    process_s = time.perf_counter() - PROCESS_START - build_s
     lengths = [len(tokenizer.apply_chat_template(json.loads(l)["messages"], tokenize=True))
                for l in open(samples.val_path) if l.strip()]
     fpt, p, p_lora = flops_per_token(model_dir, cfg.training.lora_r, lengths)
@@ -267,8 +278,9 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
         "row": row, "shape": shape, "params_matmul": p, "params_lora": p_lora, **clock_s,
         "mfu": clock_s["tokens_per_s"] * fpt / PEAK_FLOPS,
         "peak_gib": max(peak_train, torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0),
-        "phases": record["wall_seconds"], "score_s": score_s, "scoring": {**scoring_parts, "dequantized": dequantized}, "train_wall_s": train_wall,
-        "e2e_wall_s": train_wall + score_s, "steps": record["steps_trained"],
+        "phases": record["wall_seconds"], "score_s": score_s, "scoring": {**scoring_parts, "dequantized": dequantized},
+        "train_parts": train_parts, "train_wall_s": train_wall,
+        "e2e_wall_s": train_wall + score_s, "process_wall_s": process_s, "steps": record["steps_trained"],
         "losses": {"train_last": record.get("train_loss"), "eval_initial": record["initial_eval_loss"],
                    "eval_best": record["best_eval_loss"],
                    **{m: s.loss for m, s in scores.scores.items()}},

@@ -5,8 +5,8 @@
 
 Every model of one call is scored in the same process on the same file with the same
 tokenizer, chat template (`tasks.chat.tokenize_conversations`, the tokens training optimises),
-max length, batch size and precision: the base is loaded once, each adapter is attached to it
-by name and switched in, and the base alone is scored with the adapters disabled.
+max length, batch size and precision: the base is loaded once and scored alone first, then
+each adapter is attached to it by name and switched in.
 """
 from __future__ import annotations
 
@@ -240,7 +240,7 @@ def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], 
             raise ValueError(f"adapter {name!r}: need a name other than 'base' and {folder}/adapter_model.safetensors")
     was_training, scores = base_model.training, {}
     base_model.eval()  # dropout off, in the base and in every LoRA layer
-    if include_base and not adapters:
+    if include_base:  # before any adapter is attached: no LoRA layers to step through
         scores["base"] = _score(base_model, tokenizer, encoded, probes, cfg)
     peft_model = None
     try:
@@ -251,9 +251,6 @@ def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], 
                 peft_model.load_adapter(folder, adapter_name=name, is_trainable=False)
         if peft_model is not None:
             peft_model.eval()
-            if include_base:
-                with peft_model.disable_adapter():
-                    scores["base"] = _score(peft_model, tokenizer, encoded, probes, cfg)
             for name in adapters:
                 peft_model.set_adapter(name)
                 scores[name] = _score(peft_model, tokenizer, encoded, probes, cfg)

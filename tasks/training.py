@@ -242,8 +242,10 @@ def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool,
            callbacks: list[Any] = ()) -> Candidate:
     t, phases = cfg.training, _Phases()
     log.info("training run %s with config %s", run_dir.name, cfg.model_dump_json())
-    with phases("imports"):  # peft, transformers, bitsandbytes: seconds, once per process
+    with phases("imports"):  # peft, trl, transformers' Trainer, bitsandbytes: seconds, once per process
         from peft import prepare_model_for_kbit_training
+        import trl  # noqa: F401
+        from transformers import Trainer  # noqa: F401
     with phases("load"):
         ref = resolve_base_model(t, home)
         model, tokenizer = load_base(ref, t, for_training=True)
