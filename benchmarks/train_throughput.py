@@ -18,6 +18,7 @@ step, steady state, save, scoring of base + champion + candidate), final train/e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -78,6 +79,7 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "w0": {"training.dataloader_num_workers": 0},
     "w2": {"training.dataloader_num_workers": 2},
     "fixed": {"training.pad_to_multiple_of": 16384},  # every packed batch one shape: no recompiles
+    "probes": {"evaluation.probe_size": 24},  # a throughput row that also scores with the greedy probes
     "prof": {},
     "cpusmoke": {"training.use_liger_kernel": False, "training.attn_implementation": "sdpa",
                  "training.load_in_4bit": False, "training.per_device_train_batch_size": 2},  # torch.profiler over 3 steady steps, tables appended to $BENCH_PROFILE_OUT
@@ -234,9 +236,18 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
         os.environ["BENCH_PROFILE"] = os.environ.get("BENCH_PROFILE_OUT", str(work / "profiles.txt"))
         os.environ["BENCH_ROW"] = row
         _profile_setup(os.environ["BENCH_PROFILE"], row)
-    scoring_parts = {"loss_s": 0.0, "probes_s": 0.0}
+    scoring_parts: dict[str, Any] = {"loss_s": 0.0, "probes_s": 0.0, "probe_calls": []}
     for name, part in (("_summed_loss", "loss_s"), ("generate_answers", "probes_s")):
         setattr(evaluation, name, _timed(getattr(evaluation, name), scoring_parts, part))
+    merged_adapter = evaluation.merged_adapter
+
+    @contextlib.contextmanager
+    def recorded_merge(model: Any) -> Any:  # per model: adapter merged for its probes?, seconds
+        before = scoring_parts["probes_s"]
+        with merged_adapter(model) as merged:
+            yield merged
+        scoring_parts["probe_calls"].append((merged, round(scoring_parts["probes_s"] - before, 2)))
+    evaluation.merged_adapter = recorded_merge
     import tasks.training as training  # where train_adapter's wall time goes, phases or not
     train_parts = {name: 0.0 for name in ("_train", "check_training_extras", "_training_record", "_write_json")}
     for name in train_parts:
