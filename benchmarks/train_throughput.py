@@ -381,6 +381,16 @@ def genprof(bench: Path, work: Path, shape: str, out: Path | None) -> dict:
         seconds[name] = round(time.perf_counter() - start, 2)
         print(f"{name}: {seconds[name]} s ({seconds[name] / n_new * 1000:.0f} ms per new token)", flush=True)
 
+    if out:  # the process's first generation: everything that happens once per shape shows here
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
+            timed("first generation (nf4 base), profiled", convs)
+        with open(out, "a") as fh:
+            fh.write(f"\n== first generation, nf4 base, 24 probes x {n_new} new tokens, cudnn sdp "
+                     f"{torch.backends.cuda.cudnn_sdp_enabled()}\n")
+            fh.write(prof.key_averages().table(sort_by="cpu_time_total", row_limit=30, max_name_column_width=60))
+            fh.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=20,
+                                               max_name_column_width=60))
     timed("nf4 base", convs)
     dequantize_for_scoring(model)
     timed("dequantised base", convs)
@@ -392,13 +402,6 @@ def genprof(bench: Path, work: Path, shape: str, out: Path | None) -> dict:
     with merged_adapter(model) as merged:
         assert merged
         timed("dequantised base + LoRA merged (as scoring runs the probes)", convs)
-    if out:
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
-            generate_answers(model, tokenizer, convs, 8, 64)
-        with open(out, "a") as fh:
-            fh.write(f"\n== generation, peft layers, 24 probes x 8 new tokens\n")
-            fh.write(prof.key_averages().table(sort_by="cpu_time_total", row_limit=40, max_name_column_width=60))
     fuse_lora_layers(model)
     timed("dequantised base + LoRA, fused layers", convs)
     timed("dequantised base + LoRA, fused layers, 72 probes in one batch", convs * 3, 96)
@@ -496,12 +499,16 @@ def main(argv: list[str] | None = None) -> int:
     gp.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "niftytune-bench")
     gp.add_argument("--shape", default="tinyllama-1.1b")
     gp.add_argument("--profile-out", type=Path)
+    gp.add_argument("--no-cudnn-sdp", action="store_true", help="torch.backends.cuda.enable_cudnn_sdp(False)")
     pc = sub.add_parser("packcheck", help="packed vs unpacked loss on one model (GPU)")
     pc.add_argument("--bench-dir", type=Path, default=ROOT / ".bench")
     pc.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "niftytune-bench")
     pc.add_argument("--shape", default="tinyllama-1.1b")
     args = p.parse_args(argv)
     if args.cmd == "genprof":
+        if args.no_cudnn_sdp:
+            import torch
+            torch.backends.cuda.enable_cudnn_sdp(False)
         print("GENPROF " + json.dumps(genprof(args.bench_dir, args.work, args.shape, args.profile_out)))
         return 0
     if args.cmd == "packcheck":
