@@ -111,6 +111,16 @@ def select_probes(records: list[dict[str, Any]], size: int) -> list[dict[str, An
     return chosen
 
 
+def _attention_without_cudnn() -> Any:
+    """SDPA limited to its flash, memory-efficient and math kernels. cuDNN's attention builds an
+    execution plan for every new shape, and greedy decoding makes a new shape every token: on
+    an H100 that cost 9.8 of the 16 s of a process's first 24 x 96-token generation (torch 2.11,
+    profiled in docs/PERFORMANCE.md); later passes over the same lengths were fast."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 def _device(model: Any) -> Any:
     return next(model.parameters()).device
 
@@ -123,7 +133,7 @@ def _summed_loss(model: Any, encoded: list[dict[str, list[int]]], batch_size: in
 
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
     total, count = 0.0, 0
-    with torch.no_grad():
+    with torch.no_grad(), _attention_without_cudnn():
         for start in range(0, len(order), batch_size):
             rows = [encoded[i] for i in order[start:start + batch_size]]
             width = max(len(r["input_ids"]) for r in rows)
@@ -187,7 +197,7 @@ def generate_answers(model: Any, tokenizer: Any, conversations: list[list[Messag
         for start in range(0, len(conversations), batch_size):
             prompts = [render_prompt(tokenizer, c) for c in conversations[start:start + batch_size]]
             batch = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(_device(model))
-            with torch.no_grad():
+            with torch.no_grad(), _attention_without_cudnn():
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
