@@ -39,6 +39,8 @@ if "prefect" not in sys.modules:
     except ImportError:  # the GPU machine has no prefect: the stage modules only need its decorators
         sys.path.insert(0, str(ROOT / "benchmarks" / "offline"))
 
+from benchmarks.gpu_checks import genprof, packcheck, profile_setup, timed  # noqa: E402
+
 PEAK_FLOPS = 800e12  # bf16 dense matmul rate measured on the H100s lent here (~798 TFLOP/s)
 SHAPES = {  # real architectures, random weights, the SmolLM2 tokenizer's vocabulary (49,152)
     "smollm2-135m": ("llama", dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
@@ -200,10 +202,8 @@ class StepClock:
                     clock.profiler.__exit__(None, None, None)
                     wall = sync() - clock.marks["profile"][0]
                     averages = clock.profiler.key_averages()
-                    kernels = sum(e.self_device_time_total for e in averages) / 1e6
-                    with open(os.environ["BENCH_PROFILE"], "a") as fh:
-                        fh.write(f"\n== {os.environ.get('BENCH_ROW')}: 3 steps, {wall:.3f} s wall, "
-                                 f"{kernels:.3f} s of device time in ops\n")
+                    with open(os.environ["BENCH_PROFILE"], "a") as fh:  # device total: the table's last line
+                        fh.write(f"\n== {os.environ.get('BENCH_ROW')}: 3 steps, {wall:.3f} s wall\n")
                         fh.write(averages.table(sort_by="self_cuda_time_total", row_limit=45, max_name_column_width=70))
                     clock.profiler = None
         return _Clock()
@@ -235,10 +235,10 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
     if "prof" in variants:
         os.environ["BENCH_PROFILE"] = os.environ.get("BENCH_PROFILE_OUT", str(work / "profiles.txt"))
         os.environ["BENCH_ROW"] = row
-        _profile_setup(os.environ["BENCH_PROFILE"], row)
+        profile_setup(os.environ["BENCH_PROFILE"], row)
     scoring_parts: dict[str, Any] = {"loss_s": 0.0, "probes_s": 0.0, "probe_calls": []}
     for name, part in (("_summed_loss", "loss_s"), ("generate_answers", "probes_s")):
-        setattr(evaluation, name, _timed(getattr(evaluation, name), scoring_parts, part))
+        setattr(evaluation, name, timed(getattr(evaluation, name), scoring_parts, part))
     merged_adapter = evaluation.merged_adapter
 
     @contextlib.contextmanager
@@ -251,7 +251,7 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
     import tasks.training as training  # where train_adapter's wall time goes, phases or not
     train_parts = {name: 0.0 for name in ("_train", "check_training_extras", "_training_record", "_write_json")}
     for name in train_parts:
-        setattr(training, name, _timed(getattr(training, name), train_parts, name))
+        setattr(training, name, timed(getattr(training, name), train_parts, name))
     if memory_cap_gib and torch.cuda.is_available():
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(memory_cap_gib * 2**30 / total)
@@ -297,153 +297,6 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
                    **{m: s.loss for m, s in scores.scores.items()}},
         "cap_gib": memory_cap_gib, "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
     }
-
-
-def _profile_setup(out: str, row: str) -> None:
-    """cProfile `tasks.training._build_trainer` (the trainer's setup) and the first evaluation into `out`."""
-    import cProfile
-    import io
-    import pstats
-
-    import tasks.training as training
-
-    build = training._build_trainer
-
-    def profiled(*args: Any, **kwargs: Any) -> Any:
-        profiler = cProfile.Profile()
-        try:
-            return profiler.runcall(build, *args, **kwargs)
-        finally:
-            text = io.StringIO()
-            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(35)
-            with open(out, "a") as fh:
-                fh.write(f"\n== {row}: trainer setup (cProfile, cumulative)\n{text.getvalue()}")
-    training._build_trainer = profiled
-
-    from transformers import Trainer
-
-    evaluate = Trainer.evaluate
-
-    def first_evaluation_profiled(self: Any, *args: Any, **kwargs: Any) -> Any:
-        Trainer.evaluate = evaluate  # only the first evaluation (step 0: compiles, loads kernels)
-        profiler = cProfile.Profile()
-        try:
-            return profiler.runcall(evaluate, self, *args, **kwargs)
-        finally:
-            text = io.StringIO()
-            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(45)
-            with open(out, "a") as fh:
-                fh.write(f"\n== {row}: first evaluation (cProfile, cumulative)\n{text.getvalue()}")
-    Trainer.evaluate = first_evaluation_profiled
-
-
-def _timed(fn: Any, totals: dict[str, float], key: str) -> Any:
-    """`fn`, adding its CUDA-synchronised wall time to `totals[key]` on every call."""
-    import torch
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            totals[key] += time.perf_counter() - start
-    return timed
-
-
-def genprof(bench: Path, work: Path, shape: str, out: Path | None) -> dict:
-    """Greedy probe generation (24 validation questions x 96 new tokens, as scoring runs them)
-    timed on the 4-bit base, the dequantised base, with a LoRA adapter through peft's layers and
-    through the fused ones, and 72 probes in one batch; a profiler table of the peft case."""
-    import torch
-    from peft import get_peft_model
-
-    from tasks.base_model import dequantize_for_scoring, load_base, resolve_base_model
-    from tasks.config import load_config
-    from tasks.evaluation import generate_answers, merged_adapter, read_validation, select_probes
-    from tasks.fused_lora import fuse_lora_layers
-    from tasks.training import build_lora_config
-
-    model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
-    cfg = load_config("gpu", {"training.base_model": str(model_dir)})
-    probes = select_probes(read_validation(bench / "samples" / "val.jsonl"), cfg.evaluation.probe_size)
-    convs, n_new = [p["messages"][:-1] for p in probes], cfg.evaluation.max_new_tokens
-    model, tokenizer = load_base(resolve_base_model(cfg.training, work / "home"), cfg.training, for_training=False)
-    seconds: dict[str, float] = {}
-
-    def timed(name: str, conversations: list, batch: int = 64) -> None:
-        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-        sync()
-        start = time.perf_counter()
-        generate_answers(model, tokenizer, conversations, n_new, batch)
-        sync()
-        seconds[name] = round(time.perf_counter() - start, 2)
-        print(f"{name}: {seconds[name]} s ({seconds[name] / n_new * 1000:.0f} ms per new token)", flush=True)
-
-    if out:  # the process's first generation: everything that happens once per shape shows here
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
-            timed("first generation (nf4 base), profiled", convs)
-        with open(out, "a") as fh:
-            fh.write(f"\n== first generation, nf4 base, 24 probes x {n_new} new tokens, cudnn sdp "
-                     f"{torch.backends.cuda.cudnn_sdp_enabled()}\n")
-            fh.write(prof.key_averages().table(sort_by="cpu_time_total", row_limit=30, max_name_column_width=60))
-            fh.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=20,
-                                               max_name_column_width=60))
-    timed("nf4 base", convs)
-    dequantize_for_scoring(model)
-    timed("dequantised base", convs)
-    model = get_peft_model(model, build_lora_config(cfg.training)).eval()
-    for name, param in model.named_parameters():
-        if "lora_B" in name:
-            param.data.normal_(0, 0.01)
-    timed("dequantised base + LoRA, peft layers", convs)
-    with merged_adapter(model) as merged:
-        assert merged
-        timed("dequantised base + LoRA merged (as scoring runs the probes)", convs)
-    fuse_lora_layers(model)
-    timed("dequantised base + LoRA, fused layers", convs)
-    timed("dequantised base + LoRA, fused layers, 72 probes in one batch", convs * 3, 96)
-    return {"check": "generation", "shape": shape, "probes": len(convs), "max_new_tokens": n_new, "seconds": seconds}
-
-
-def packcheck(bench: Path, work: Path, shape: str, n: int = 48) -> dict:
-    """Packed vs unpacked loss on the same conversations, same model, the `gpu` profile's loading
-    (4-bit, flex attention): if attention leaked across packed samples the sums would differ."""
-    import torch
-    import torch.nn.functional as F
-
-    from tasks.base_model import load_base, resolve_base_model
-    from tasks.config import load_config
-    from tasks.training import tokenize_samples
-
-    model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
-    cfg = load_config("gpu", {"training.base_model": str(model_dir)})
-    model, tokenizer = load_base(resolve_base_model(cfg.training, work / "home"), cfg.training, for_training=True)
-    rows = tokenize_samples(bench / "samples" / "val.jsonl", tokenizer, cfg.training.max_length).select(range(n))
-    ids = [torch.tensor(r["input_ids"]) for r in rows]
-    masks = [torch.tensor(r["completion_mask"]) for r in rows]
-
-    def token_losses(logits: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits[:-1].float(), seq[1:].cuda(), reduction="none")
-        return loss[mask[1:].cuda().bool()]
-
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        unpacked = torch.cat([token_losses(model(input_ids=i[None].cuda()).logits[0], i, m)
-                              for i, m in zip(ids, masks)])
-        flat = torch.cat(ids)[None].cuda()
-        pos = torch.cat([torch.arange(len(i)) for i in ids])[None].cuda()
-        logits = model(input_ids=flat, position_ids=pos).logits[0]
-        packed, start = [], 0
-        for i, m in zip(ids, masks):
-            packed.append(token_losses(logits[start:start + len(i)], i, m))
-            start += len(i)
-        packed = torch.cat(packed)
-    a, b = unpacked.mean().item(), packed.mean().item()
-    return {"check": "packed vs unpacked", "shape": shape, "conversations": n, "tokens": int(unpacked.numel()),
-            "unpacked_loss": a, "packed_loss": b, "rel_diff": abs(a - b) / a,
-            "max_token_diff": (unpacked - packed).abs().max().item()}
 
 
 # --- drivers --------------------------------------------------------------------------------

@@ -1,0 +1,160 @@
+"""Profiling and checks for `train_throughput.py` on the GPU: profiler hooks for a row
+(`+prof`), timing wrappers, probe-generation timings (`genprof`) and the packed-vs-unpacked
+loss check (`packcheck`). Run through `benchmarks/train_throughput.py`; see docs/PERFORMANCE.md.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+
+def profile_setup(out: str, row: str) -> None:
+    """cProfile `tasks.training._build_trainer` (the trainer's setup) and the first evaluation into `out`."""
+    import cProfile
+    import io
+    import pstats
+
+    import tasks.training as training
+
+    build = training._build_trainer
+
+    def profiled(*args: Any, **kwargs: Any) -> Any:
+        profiler = cProfile.Profile()
+        try:
+            return profiler.runcall(build, *args, **kwargs)
+        finally:
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(35)
+            with open(out, "a") as fh:
+                fh.write(f"\n== {row}: trainer setup (cProfile, cumulative)\n{text.getvalue()}")
+    training._build_trainer = profiled
+
+    from transformers import Trainer
+
+    evaluate = Trainer.evaluate
+
+    def first_evaluation_profiled(self: Any, *args: Any, **kwargs: Any) -> Any:
+        Trainer.evaluate = evaluate  # only the first evaluation (step 0: compiles, loads kernels)
+        profiler = cProfile.Profile()
+        try:
+            return profiler.runcall(evaluate, self, *args, **kwargs)
+        finally:
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(45)
+            with open(out, "a") as fh:
+                fh.write(f"\n== {row}: first evaluation (cProfile, cumulative)\n{text.getvalue()}")
+    Trainer.evaluate = first_evaluation_profiled
+
+
+def timed(fn: Any, totals: dict[str, float], key: str) -> Any:
+    """`fn`, adding its CUDA-synchronised wall time to `totals[key]` on every call."""
+    import torch
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            totals[key] += time.perf_counter() - start
+    return timed
+
+
+def genprof(bench: Path, work: Path, shape: str, out: Path | None) -> dict:
+    """Greedy probe generation (24 validation questions x 96 new tokens, as scoring runs them)
+    timed on the 4-bit base, the dequantised base, with a LoRA adapter through peft's layers and
+    through the fused ones, and 72 probes in one batch; a profiler table of the peft case."""
+    import torch
+    from peft import get_peft_model
+
+    from tasks.base_model import dequantize_for_scoring, load_base, resolve_base_model
+    from tasks.config import load_config
+    from tasks.evaluation import generate_answers, merged_adapter, read_validation, select_probes
+    from tasks.fused_lora import fuse_lora_layers
+    from tasks.training import build_lora_config
+
+    from benchmarks.train_throughput import build_random_model
+
+    model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
+    cfg = load_config("gpu", {"training.base_model": str(model_dir)})
+    probes = select_probes(read_validation(bench / "samples" / "val.jsonl"), cfg.evaluation.probe_size)
+    convs, n_new = [p["messages"][:-1] for p in probes], cfg.evaluation.max_new_tokens
+    model, tokenizer = load_base(resolve_base_model(cfg.training, work / "home"), cfg.training, for_training=False)
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, conversations: list, batch: int = 64) -> None:
+        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        generate_answers(model, tokenizer, conversations, n_new, batch)
+        sync()
+        seconds[name] = round(time.perf_counter() - start, 2)
+        print(f"{name}: {seconds[name]} s ({seconds[name] / n_new * 1000:.0f} ms per new token)", flush=True)
+
+    if out:  # the process's first generation: everything that happens once per shape shows here
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
+            timed("first generation (nf4 base), profiled", convs)
+        with open(out, "a") as fh:
+            fh.write(f"\n== first generation, nf4 base, 24 probes x {n_new} new tokens, cudnn sdp "
+                     f"{torch.backends.cuda.cudnn_sdp_enabled()}\n")
+            fh.write(prof.key_averages().table(sort_by="cpu_time_total", row_limit=30, max_name_column_width=60))
+            fh.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=20,
+                                               max_name_column_width=60))
+    timed("nf4 base", convs)
+    dequantize_for_scoring(model)
+    timed("dequantised base", convs)
+    model = get_peft_model(model, build_lora_config(cfg.training)).eval()
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.01)
+    timed("dequantised base + LoRA, peft layers", convs)
+    with merged_adapter(model) as merged:
+        assert merged
+        timed("dequantised base + LoRA merged (as scoring runs the probes)", convs)
+    fuse_lora_layers(model)
+    timed("dequantised base + LoRA, fused layers", convs)
+    timed("dequantised base + LoRA, fused layers, 72 probes in one batch", convs * 3, 96)
+    return {"check": "generation", "shape": shape, "probes": len(convs), "max_new_tokens": n_new, "seconds": seconds}
+
+
+def packcheck(bench: Path, work: Path, shape: str, n: int = 48) -> dict:
+    """Packed vs unpacked loss on the same conversations, same model, the `gpu` profile's loading
+    (4-bit, flex attention): if attention leaked across packed samples the sums would differ."""
+    import torch
+    import torch.nn.functional as F
+
+    from tasks.base_model import load_base, resolve_base_model
+    from tasks.config import load_config
+    from tasks.training import tokenize_samples
+
+    from benchmarks.train_throughput import build_random_model
+
+    model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
+    cfg = load_config("gpu", {"training.base_model": str(model_dir)})
+    model, tokenizer = load_base(resolve_base_model(cfg.training, work / "home"), cfg.training, for_training=True)
+    rows = tokenize_samples(bench / "samples" / "val.jsonl", tokenizer, cfg.training.max_length).select(range(n))
+    ids = [torch.tensor(r["input_ids"]) for r in rows]
+    masks = [torch.tensor(r["completion_mask"]) for r in rows]
+
+    def token_losses(logits: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits[:-1].float(), seq[1:].cuda(), reduction="none")
+        return loss[mask[1:].cuda().bool()]
+
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        unpacked = torch.cat([token_losses(model(input_ids=i[None].cuda()).logits[0], i, m)
+                              for i, m in zip(ids, masks)])
+        flat = torch.cat(ids)[None].cuda()
+        pos = torch.cat([torch.arange(len(i)) for i in ids])[None].cuda()
+        logits = model(input_ids=flat, position_ids=pos).logits[0]
+        packed, start = [], 0
+        for i, m in zip(ids, masks):
+            packed.append(token_losses(logits[start:start + len(i)], i, m))
+            start += len(i)
+        packed = torch.cat(packed)
+    a, b = unpacked.mean().item(), packed.mean().item()
+    return {"check": "packed vs unpacked", "shape": shape, "conversations": n, "tokens": int(unpacked.numel()),
+            "unpacked_loss": a, "packed_loss": b, "rel_diff": abs(a - b) / a,
+            "max_token_diff": (unpacked - packed).abs().max().item()}
