@@ -9,41 +9,37 @@ from pathlib import Path
 from typing import Any
 
 
-def profile_setup(out: str, row: str) -> None:
-    """cProfile `tasks.training._build_trainer` (the trainer's setup) and the first evaluation into `out`."""
+def _cprofiled(fn: Any, out: str, title: str, lines: int) -> Any:
+    """`fn`, run under cProfile, appending the `lines` top functions (cumulative) to `out`."""
     import cProfile
     import io
     import pstats
 
-    import tasks.training as training
-
-    build = training._build_trainer
-
     def profiled(*args: Any, **kwargs: Any) -> Any:
         profiler = cProfile.Profile()
         try:
-            return profiler.runcall(build, *args, **kwargs)
+            return profiler.runcall(fn, *args, **kwargs)
         finally:
             text = io.StringIO()
-            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(35)
+            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(lines)
             with open(out, "a") as fh:
-                fh.write(f"\n== {row}: trainer setup (cProfile, cumulative)\n{text.getvalue()}")
-    training._build_trainer = profiled
+                fh.write(f"\n== {title} (cProfile, cumulative)\n{text.getvalue()}")
+    return profiled
 
+
+def profile_setup(out: str, row: str) -> None:
+    """cProfile `tasks.training._build_trainer` (the trainer's setup) and the first evaluation into `out`."""
     from transformers import Trainer
 
+    import tasks.training as training
+
+    training._build_trainer = _cprofiled(training._build_trainer, out, f"{row}: trainer setup", 35)
     evaluate = Trainer.evaluate
+    profiled = _cprofiled(evaluate, out, f"{row}: first evaluation", 45)
 
     def first_evaluation_profiled(self: Any, *args: Any, **kwargs: Any) -> Any:
         Trainer.evaluate = evaluate  # only the first evaluation (step 0: compiles, loads kernels)
-        profiler = cProfile.Profile()
-        try:
-            return profiler.runcall(evaluate, self, *args, **kwargs)
-        finally:
-            text = io.StringIO()
-            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(45)
-            with open(out, "a") as fh:
-                fh.write(f"\n== {row}: first evaluation (cProfile, cumulative)\n{text.getvalue()}")
+        return profiled(self, *args, **kwargs)
     Trainer.evaluate = first_evaluation_profiled
 
 

@@ -297,27 +297,30 @@ def load_base(ref: BaseModelRef, training: TrainingConfig, *, for_training: bool
     return model, tokenizer
 
 
+def fits_twice(nbytes: int, device: Any) -> bool:
+    """Whether twice `nbytes` is free on a CUDA device (room for a copy and what runs beside
+    it); always true elsewhere."""
+    import torch
+
+    return device.type != "cuda" or torch.cuda.mem_get_info(device)[0] >= 2 * nbytes
+
+
 def dequantize_for_scoring(model: Any) -> bool:
     """Swap a 4-bit base's NF4 layers for plain layers holding their dequantised weights, when
     twice their size is free on the device. A 4-bit layer dequantises its weight on every call
     (every forward pass, every generated token) and then runs the same matmul, so scores are
     unchanged and scoring runs at the speed of the plain model. Returns whether it did."""
-    import torch
     import transformers
 
-    quantized = [m for m in model.modules() if getattr(m.weight if hasattr(m, "weight") else None,
-                                                       "quant_state", None) is not None]
+    quantized = [m for m in model.modules() if getattr(getattr(m, "weight", None), "quant_state", None) is not None]
     if not getattr(model, "is_loaded_in_4bit", False) or not quantized:
         return False
     dtype = quantized[0].weight.quant_state.dtype
     need = sum(m.in_features * m.out_features for m in quantized) * dtype.itemsize
-    device = next(model.parameters()).device
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        if free < 2 * need:
-            log.info("scoring on the 4-bit weights: dequantised they need %.1f GB, %.1f GB free", need / 1e9,
-                     free / 1e9)
-            return False
+    if not fits_twice(need, next(model.parameters()).device):
+        log.info("scoring on the 4-bit weights: dequantised they need %.1f GB, less than twice that is free",
+                 need / 1e9)
+        return False
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # it announces the dtype of every dequantisation
     try:

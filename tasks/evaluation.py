@@ -160,18 +160,20 @@ def merged_adapter(model: Any) -> Iterator[bool]:
     """The active LoRA adapter folded into the base weights for the duration, then the base
     weights restored bit for bit; yields whether it merged. Greedy decoding is bound by the
     per-layer overhead, and a merged layer is one matmul instead of three (measured on an H100:
-    19 against 43 ms per generated token, docs/PERFORMANCE.md). Left as it is: a model without
+    30 against 51 ms per generated token, docs/PERFORMANCE.md). Left as it is: a model without
     adapters, with adapters disabled (the base), on 4-bit weights (merging would requantise), or
     where a copy of the merged weights does not fit."""
     import torch
     from peft.tuners.lora import LoraLayer
+
+    from tasks.base_model import fits_twice
 
     layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
     weights = [m.get_base_layer().weight for m in layers]
     need = sum(w.numel() * w.element_size() for w in weights)
     if (not layers or any(m.disable_adapters or m.merged for m in layers)
             or any(getattr(w, "quant_state", None) is not None or w.element_size() < 2 for w in weights)
-            or (weights[0].is_cuda and torch.cuda.mem_get_info(weights[0].device)[0] < 2 * need)):
+            or not fits_twice(need, weights[0].device)):
         yield False
         return
     saved = [w.detach().clone() for w in weights]
