@@ -116,41 +116,72 @@ def genprof(bench: Path, work: Path, shape: str, out: Path | None) -> dict:
     return {"check": "generation", "shape": shape, "probes": len(convs), "max_new_tokens": n_new, "seconds": seconds}
 
 
-def packcheck(bench: Path, work: Path, shape: str, n: int = 48) -> dict:
+def packcheck(bench: Path, work: Path, shape: str, n: int = 48,
+              attentions: tuple[str, ...] = ("flex_attention", "varlen")) -> dict:
     """Packed vs unpacked loss on the same conversations, same model, the `gpu` profile's loading
-    (4-bit, flex attention): if attention leaked across packed samples the sums would differ."""
+    (4-bit, LoRA with random B, fused layers) for each attention: if attention leaked across
+    packed samples the losses would differ. The packed loss is also backpropagated, and the LoRA
+    gradients of each attention are compared with the first one's."""
     import torch
     import torch.nn.functional as F
+    from peft import get_peft_model
 
     from tasks.base_model import load_base, resolve_base_model
     from tasks.config import load_config
-    from tasks.training import tokenize_samples
+    from tasks.fused_lora import fuse_lora_layers
+    from tasks.training import build_lora_config, tokenize_samples
 
     from benchmarks.train_throughput import build_random_model
 
     model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
-    cfg = load_config("gpu", {"training.base_model": str(model_dir)})
-    model, tokenizer = load_base(resolve_base_model(cfg.training, work / "home"), cfg.training, for_training=True)
-    rows = tokenize_samples(bench / "samples" / "val.jsonl", tokenizer, cfg.training.max_length).select(range(n))
-    ids = [torch.tensor(r["input_ids"]) for r in rows]
-    masks = [torch.tensor(r["completion_mask"]) for r in rows]
+    out: dict[str, Any] = {"check": "packed vs unpacked", "shape": shape, "conversations": n}
+    grads: dict[str, dict[str, torch.Tensor]] = {}
+    for attention in attentions:
+        cfg = load_config("gpu", {"training.base_model": str(model_dir), "training.attn_implementation": attention})
+        model, tokenizer = load_base(resolve_base_model(cfg.training, work / "home"), cfg.training, for_training=True)
+        torch.manual_seed(0)  # the same adapter for every attention
+        model = get_peft_model(model, build_lora_config(cfg.training))
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.data.normal_(0, 0.01)
+        if cfg.training.fused_lora:
+            fuse_lora_layers(model)
+        rows = tokenize_samples(bench / "samples" / "val.jsonl", tokenizer, cfg.training.max_length).select(range(n))
+        ids = [torch.tensor(r["input_ids"]) for r in rows]
+        masks = [torch.tensor(r["completion_mask"]) for r in rows]
 
-    def token_losses(logits: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits[:-1].float(), seq[1:].cuda(), reduction="none")
-        return loss[mask[1:].cuda().bool()]
+        def token_losses(logits: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            loss = F.cross_entropy(logits[:-1].float(), seq[1:].cuda(), reduction="none")
+            return loss[mask[1:].cuda().bool()]
 
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        unpacked = torch.cat([token_losses(model(input_ids=i[None].cuda()).logits[0], i, m)
-                              for i, m in zip(ids, masks)])
-        flat = torch.cat(ids)[None].cuda()
-        pos = torch.cat([torch.arange(len(i)) for i in ids])[None].cuda()
-        logits = model(input_ids=flat, position_ids=pos).logits[0]
-        packed, start = [], 0
-        for i, m in zip(ids, masks):
-            packed.append(token_losses(logits[start:start + len(i)], i, m))
-            start += len(i)
-        packed = torch.cat(packed)
-    a, b = unpacked.mean().item(), packed.mean().item()
-    return {"check": "packed vs unpacked", "shape": shape, "conversations": n, "tokens": int(unpacked.numel()),
-            "unpacked_loss": a, "packed_loss": b, "rel_diff": abs(a - b) / a,
-            "max_token_diff": (unpacked - packed).abs().max().item()}
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.no_grad():
+                unpacked = torch.cat([token_losses(model(input_ids=i[None].cuda()).logits[0], i, m)
+                                      for i, m in zip(ids, masks)])
+            # One packed row as trl's padding-free collator makes it: restarting position ids and
+            # the conversation boundaries (the varlen attention reads the latter).
+            flat = torch.cat(ids)[None].cuda()
+            pos = torch.cat([torch.arange(len(i)) for i in ids])[None].cuda()
+            cu = torch.tensor([0] + [len(i) for i in ids]).cumsum(0).to(torch.int32).cuda()
+            longest = max(len(i) for i in ids)
+            logits = model(input_ids=flat, position_ids=pos, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+                           max_length_q=longest, max_length_k=longest).logits[0]
+            packed, start = [], 0
+            for i, m in zip(ids, masks):
+                packed.append(token_losses(logits[start:start + len(i)], i, m))
+                start += len(i)
+            packed = torch.cat(packed)
+        packed.mean().backward()
+        grads[attention] = {name: p.grad.float().clone() for name, p in model.named_parameters() if p.grad is not None}
+        a, b = unpacked.mean().item(), packed.mean().item()
+        out[attention] = {"tokens": int(unpacked.numel()), "unpacked_loss": a, "packed_loss": b,
+                          "rel_diff": abs(a - b) / a, "max_token_diff": (unpacked - packed).abs().max().item(),
+                          "lora_tensors_with_grad": len(grads[attention])}
+        del model, logits, packed, unpacked
+        torch.cuda.empty_cache()
+    first, *others = attentions
+    for other in others:
+        rel = [((grads[other][k] - g).norm() / g.norm()).item() for k, g in grads[first].items() if g.norm() > 0]
+        out[f"grad_rel_diff_{other}_vs_{first}"] = {"max": max(rel), "median": sorted(rel)[len(rel) // 2],
+                                                   "tensors": len(rel)}
+    return out

@@ -82,9 +82,11 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "w2": {"training.dataloader_num_workers": 2},
     "fixed": {"training.pad_to_multiple_of": 16384},  # every packed batch one shape: no recompiles
     "probes": {"evaluation.probe_size": 24},  # a throughput row that also scores with the greedy probes
-    "prof": {},
+    "prof": {},  # torch.profiler over 3 steady steps, tables appended to $BENCH_PROFILE_OUT
     "cpusmoke": {"training.use_liger_kernel": False, "training.attn_implementation": "sdpa",
-                 "training.load_in_4bit": False, "training.per_device_train_batch_size": 2},  # torch.profiler over 3 steady steps, tables appended to $BENCH_PROFILE_OUT
+                 "training.load_in_4bit": False, "training.per_device_train_batch_size": 2},
+    "varlen": {"training.attn_implementation": "varlen", "training.pad_to_multiple_of": None},
+    "flexpad": {"training.attn_implementation": "flex_attention", "training.pad_to_multiple_of": 1024},
 }
 
 
@@ -353,10 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     gp.add_argument("--shape", default="tinyllama-1.1b")
     gp.add_argument("--profile-out", type=Path)
     gp.add_argument("--no-cudnn-sdp", action="store_true", help="torch.backends.cuda.enable_cudnn_sdp(False)")
-    pc = sub.add_parser("packcheck", help="packed vs unpacked loss on one model (GPU)")
+    pc = sub.add_parser("packcheck", help="packed vs unpacked loss and gradients per attention on one model (GPU)")
     pc.add_argument("--bench-dir", type=Path, default=ROOT / ".bench")
     pc.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "niftytune-bench")
     pc.add_argument("--shape", default="tinyllama-1.1b")
+    pc.add_argument("--attentions", default="flex_attention,varlen")
     args = p.parse_args(argv)
     if args.cmd == "genprof":
         if args.no_cudnn_sdp:
@@ -365,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         print("GENPROF " + json.dumps(genprof(args.bench_dir, args.work, args.shape, args.profile_out)))
         return 0
     if args.cmd == "packcheck":
-        print("PACKCHECK " + json.dumps(packcheck(args.bench_dir, args.work, args.shape)))
+        print("PACKCHECK " + json.dumps(packcheck(args.bench_dir, args.work, args.shape,
+                                                   attentions=tuple(args.attentions.split(",")))))
         return 0
     if args.cmd == "prepare":
         prepare(args.out, args.train, args.val)

@@ -279,10 +279,18 @@ def load_base(ref: BaseModelRef, training: TrainingConfig, *, for_training: bool
     device = default_device()
     tokenizer = load_tokenizer(ref)
     attention = training.attn_implementation
-    if not for_training and attention == "flex_attention":
+    if not for_training and attention in ("flex_attention", "varlen"):
         # Scoring and answering run padded batches, not packed ones: flex attention would only
-        # recompile for every new padded shape, and sdpa computes the same thing.
+        # recompile for every new padded shape, varlen takes no padding, sdpa computes the same.
         attention = "sdpa"
+    if attention == "varlen":
+        from tasks import varlen_attention
+
+        try:
+            varlen_attention.check_device(device)
+        except varlen_attention.VarlenAttentionError as exc:
+            raise BaseModelError(str(exc)) from None
+        varlen_attention.register()
     model = AutoModelForCausalLM.from_pretrained(
         ref.path, dtype=resolve_compute_dtype(training, device), use_safetensors=True,
         quantization_config=build_bnb_config(training, device), attn_implementation=attention,

@@ -177,11 +177,14 @@ class TrainingConfig(_Section):
     packing: bool = False
     """Pack conversations into rows (padding-free, with per-sample position ids so attention
     never crosses a sample boundary). Worth it on GPU; off on CPU."""
-    attn_implementation: Literal["sdpa", "eager", "flex_attention", "flash_attention_2"] = "sdpa"
-    """Attention kernel. `sdpa` and `eager` turn packed per-sample position ids into a dense
-    block-diagonal mask (exact, but the work grows with the square of the packed length);
-    `flex_attention` builds a block-sparse mask and skips the masked blocks (GPU);
-    `flash_attention_2` uses varlen kernels but needs the flash-attn package."""
+    attn_implementation: Literal["sdpa", "eager", "flex_attention", "varlen", "flash_attention_2"] = "sdpa"
+    """Attention kernel in training. `sdpa` and `eager` turn packed per-sample position ids into a
+    dense block-diagonal mask (exact, but the work grows with the square of the packed length);
+    `flex_attention` builds a block-sparse mask and skips the masked blocks (compiled per shape on
+    first use); `varlen` runs PyTorch's variable-length flash kernel over each packed conversation
+    (`tasks.varlen_attention`: nothing compiled; needs packing, torch >= 2.10 and a GPU of compute
+    capability 8.0+); `flash_attention_2` needs the flash-attn package. Scoring and answering run
+    padded batches with `sdpa` whenever training uses `flex_attention` or `varlen`."""
     pad_to_multiple_of: int | None = Field(default=None, ge=1)
     """Pad each (packed) batch to a multiple of this many tokens, so compiled kernels (flex
     attention) see a few shapes instead of one per batch; None pads nothing."""
@@ -205,6 +208,13 @@ class TrainingConfig(_Section):
     """Seed of LoRA init, data order and dropout."""
     dataloader_num_workers: int = Field(default=0, ge=0)
     """Worker processes for the data loader."""
+
+    @model_validator(mode="after")
+    def _check_attention(self) -> "TrainingConfig":
+        if self.attn_implementation == "varlen" and not self.packing:
+            raise ValueError("training.attn_implementation 'varlen' runs packed padding-free batches: "
+                             "set training.packing: true, or use sdpa")
+        return self
 
 
 class EvaluationConfig(_Section):
