@@ -185,3 +185,82 @@ def packcheck(bench: Path, work: Path, shape: str, n: int = 48,
         out[f"grad_rel_diff_{other}_vs_{first}"] = {"max": max(rel), "median": sorted(rel)[len(rel) // 2],
                                                    "tensors": len(rel)}
     return out
+
+
+def attnbench(conversations: int = 32, seed: int = 0, iters: int = 20) -> dict:
+    """Attention alone on one packed row of TinyLlama's attention shape (32 query / 4 KV heads of
+    64): forward + backward time and error against float32 per-conversation SDPA, for flex
+    attention (compiled, block mask) and the varlen flash kernel in the layouts
+    `tasks.varlen_attention` could hand it."""
+    import torch
+    import torch.nn.functional as F
+
+    from tasks import varlen_attention
+
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(100, 341, (conversations,), generator=gen).tolist()
+    total, heads, kv_heads, dim = sum(lengths), 32, 4, 64
+    cu = torch.tensor([0] + lengths).cumsum(0).to(torch.int32).cuda()
+
+    def leaf(h: int) -> torch.Tensor:  # [1, heads, tokens, dim] as the model's attention receives it
+        return torch.randn(1, h, total, dim, generator=gen).cuda().to(torch.bfloat16).requires_grad_()
+
+    q, k, v = leaf(heads), leaf(kv_heads), leaf(kv_heads)
+    grad_out = torch.randn(total, heads, dim, generator=gen).cuda().to(torch.bfloat16)
+
+    def reference() -> tuple[torch.Tensor, ...]:
+        qf, kf, vf = (t.detach().float().requires_grad_() for t in (q, k, v))
+        out = varlen_attention._sdpa_segments(qf[0].transpose(0, 1), kf[0].transpose(0, 1), vf[0].transpose(0, 1),
+                                              cu.cpu(), None)
+        out.backward(grad_out.float())
+        return out.detach(), qf.grad, kf.grad, vf.grad
+
+    def flex() -> torch.Tensor:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        doc = torch.repeat_interleave(torch.arange(conversations).cuda(), torch.tensor(lengths).cuda())
+        mask = create_block_mask(lambda b, h, qi, ki: (doc[qi] == doc[ki]) & (qi >= ki), None, None, total, total)
+        compiled = torch.compile(flex_attention, dynamic=False)
+        return lambda: compiled(q, k, v, block_mask=mask, enable_gqa=True)[0].transpose(0, 1)
+
+    kernel = varlen_attention._kernel()
+    causal, _ = varlen_attention._kernel_options()
+    longest = max(lengths)
+
+    def varlen(layout: str) -> Any:
+        def run() -> torch.Tensor:
+            qs, ks, vs = (t[0].transpose(0, 1) for t in (q, k, v))
+            if layout.endswith("contiguous"):
+                qs, ks, vs = qs.contiguous(), ks.contiguous(), vs.contiguous()
+            if layout.startswith("repeat"):
+                ks, vs = ks.repeat_interleave(heads // kv_heads, dim=1), vs.repeat_interleave(heads // kv_heads, dim=1)
+            return kernel(qs, ks, vs, cu, cu, longest, longest, **causal)
+        return run
+
+    ref = reference()
+    out: dict[str, Any] = {"check": "attention alone", "tokens": total, "conversations": conversations,
+                           "longest": longest}
+    candidates = {"flex_attention": flex(), "varlen, repeated K/V (views)": varlen("repeat"),
+                  "varlen, repeated K/V, contiguous": varlen("repeat contiguous"),
+                  "varlen, grouped K/V (views)": varlen("grouped"),
+                  "varlen, grouped K/V, contiguous": varlen("grouped contiguous")}
+    for name, fn in candidates.items():
+        try:
+            for t in (q, k, v):
+                t.grad = None
+            result = fn()
+            result.backward(grad_out)
+            errors = {f"max_err_{what}": (got.float() - want).abs().max().item()
+                      for what, got, want in zip(("out", "dq", "dk", "dv"), (result, q.grad, k.grad, v.grad), ref)}
+            for _ in range(3):
+                fn().backward(grad_out)
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(iters):
+                fn().backward(grad_out)
+            torch.cuda.synchronize()
+            out[name] = {"ms_fwd_bwd": round(1000 * (time.perf_counter() - start) / iters, 3), **errors}
+        except Exception as exc:  # noqa: BLE001 - a layout the kernel refuses is a result too
+            out[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    out["reference_norms"] = {w: t.norm().item() for w, t in zip(("out", "dq", "dk", "dv"), ref)}
+    return out

@@ -39,7 +39,7 @@ if "prefect" not in sys.modules:
     except ImportError:  # the GPU machine has no prefect: the stage modules only need its decorators
         sys.path.insert(0, str(ROOT / "benchmarks" / "offline"))
 
-from benchmarks.gpu_checks import genprof, packcheck, profile_setup, timed  # noqa: E402
+from benchmarks.gpu_checks import attnbench, genprof, packcheck, profile_setup, timed  # noqa: E402
 
 PEAK_FLOPS = 800e12  # bf16 dense matmul rate measured on the H100s lent here (~798 TFLOP/s)
 SHAPES = {  # real architectures, random weights, the SmolLM2 tokenizer's vocabulary (49,152)
@@ -86,6 +86,7 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "cpusmoke": {"training.use_liger_kernel": False, "training.attn_implementation": "sdpa",
                  "training.load_in_4bit": False, "training.per_device_train_batch_size": 2},
     "varlen": {"training.attn_implementation": "varlen", "training.pad_to_multiple_of": None},
+    "mixprobe": {"evaluation.probes_in_one_batch": True},
     "flexpad": {"training.attn_implementation": "flex_attention", "training.pad_to_multiple_of": 1024},
 }
 
@@ -360,7 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "niftytune-bench")
     pc.add_argument("--shape", default="tinyllama-1.1b")
     pc.add_argument("--attentions", default="flex_attention,varlen")
+    sub.add_parser("attnbench", help="attention alone: flex vs the varlen kernel's layouts, time and error (GPU)")
     args = p.parse_args(argv)
+    if args.cmd == "attnbench":
+        print("ATTNBENCH " + json.dumps(attnbench()))
+        return 0
     if args.cmd == "genprof":
         if args.no_cudnn_sdp:
             import torch
