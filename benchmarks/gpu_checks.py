@@ -193,7 +193,6 @@ def attnbench(conversations: int = 32, seed: int = 0, iters: int = 20) -> dict:
     attention (compiled, block mask) and the varlen flash kernel in the layouts
     `tasks.varlen_attention` could hand it."""
     import torch
-    import torch.nn.functional as F
 
     from tasks import varlen_attention
 
