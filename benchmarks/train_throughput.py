@@ -86,7 +86,9 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "cpusmoke": {"training.use_liger_kernel": False, "training.attn_implementation": "sdpa",
                  "training.load_in_4bit": False, "training.per_device_train_batch_size": 2},
     "varlen": {"training.attn_implementation": "varlen", "training.pad_to_multiple_of": None},
-    "mixprobe": {"evaluation.probes_in_one_batch": True},
+    "pad1024": {"training.pad_to_multiple_of": 1024},
+    "pad64": {"training.pad_to_multiple_of": 64},
+    "expseg": {},  # the row's process runs with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     "flexpad": {"training.attn_implementation": "flex_attention", "training.pad_to_multiple_of": 1024},
 }
 
@@ -393,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, __file__, "one", row, str(args.bench_dir), str(args.work), str(args.steps),
                str(args.warmup_steps), str(cap or 0)]
         print(f"== {row}: {' '.join(cmd)}", flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        env = {**os.environ, **({"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"} if "+expseg" in row else {})}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
         if proc.returncode or not lines:
             results.append({"row": row, "error": (proc.stderr or proc.stdout)[-2000:]})

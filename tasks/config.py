@@ -226,11 +226,6 @@ class EvaluationConfig(_Section):
     """A price (or points, volume) counts as right within this relative error (0.5%)."""
     pct_tolerance: float = Field(default=0.1, ge=0.0)
     """A percentage counts as right within this many percentage points."""
-    probes_in_one_batch: bool = False
-    """Answer the probes of base, champion and candidate in shared batches, each row through its
-    own adapter (peft's mixed-adapter batches), instead of one model after the other with its
-    adapter merged. Greedy decoding on a GPU is bound by per-token overhead, so one pass over
-    three models' rows costs little more than one model's; on a CPU the work is the same."""
     dequantize_base: bool = True
     """Score on a 4-bit base's weights dequantised once (when twice their size is free on the
     device) instead of dequantising every layer on every forward pass and generated token: the

@@ -189,10 +189,8 @@ def merged_adapter(model: Any) -> Iterator[bool]:
 
 
 def generate_answers(model: Any, tokenizer: Any, conversations: list[list[Message]], max_new_tokens: int,
-                     batch_size: int = 8, adapter_names: list[str] | None = None) -> list[str]:
-    """Greedy answers to (system, user) conversations through the chat template. With
-    `adapter_names` (one per conversation, `__base__` for none) a peft model answers each row
-    with its own adapter, several adapters in one batch."""
+                     batch_size: int = 8) -> list[str]:
+    """Greedy answers to (system, user) conversations through the chat template."""
     import torch
 
     answers, side = [], tokenizer.padding_side
@@ -201,9 +199,8 @@ def generate_answers(model: Any, tokenizer: Any, conversations: list[list[Messag
         for start in range(0, len(conversations), batch_size):
             prompts = [render_prompt(tokenizer, c) for c in conversations[start:start + batch_size]]
             batch = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(_device(model))
-            per_row = {"adapter_names": adapter_names[start:start + batch_size]} if adapter_names else {}
             with torch.no_grad(), _attention_without_cudnn():
-                out = model.generate(**batch, **per_row, max_new_tokens=max_new_tokens, do_sample=False,
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
     finally:
@@ -220,35 +217,19 @@ def load_number_accuracy() -> Any:
     return evaluate.load(str(METRIC_DIR), keep_in_memory=True)
 
 
-def _loss(model: Any, tokenizer: Any, encoded: list[dict], cfg: Config) -> ModelScore:
+def _score(model: Any, tokenizer: Any, encoded: list[dict], probes: list[dict], cfg: Config) -> ModelScore:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     total, count = _summed_loss(model, encoded, cfg.training.per_device_eval_batch_size, pad_id)
-    return ModelScore(total / count if count else float("nan"), count)
-
-
-def _with_accuracy(score: ModelScore, answers: list[str], probes: list[dict], cfg: Config) -> ModelScore:
+    loss = total / count if count else float("nan")
+    if not probes:
+        return ModelScore(loss, count)
+    with merged_adapter(model):
+        answers = generate_answers(model, tokenizer, [p["messages"][:-1] for p in probes],
+                                   cfg.evaluation.max_new_tokens, cfg.training.per_device_eval_batch_size)
     result = load_number_accuracy().compute(
         predictions=answers, references=[p["truth"] for p in probes], families=[p["family"] for p in probes],
         price_tolerance=cfg.evaluation.price_tolerance, pct_tolerance=cfg.evaluation.pct_tolerance)
-    return replace(score, accuracy=result["per_family"], accuracy_overall=result["accuracy"])
-
-
-def _probe_one(model: Any, tokenizer: Any, probes: list[dict], cfg: Config) -> list[str]:
-    """The probes answered by the model as it is (its active adapter merged for the duration)."""
-    with merged_adapter(model):
-        return generate_answers(model, tokenizer, [p["messages"][:-1] for p in probes],
-                                cfg.evaluation.max_new_tokens, cfg.training.per_device_eval_batch_size)
-
-
-def _probe_together(model: Any, tokenizer: Any, names: list[str], probes: list[dict],
-                    cfg: Config) -> dict[str, list[str]]:
-    """The probes answered by several models in shared batches (`base` rows without an adapter,
-    the others each through its own), `per_device_eval_batch_size` rows per model in a batch."""
-    rows = [(name, probe) for name in names for probe in probes]
-    answers = generate_answers(model, tokenizer, [p["messages"][:-1] for _, p in rows], cfg.evaluation.max_new_tokens,
-                               cfg.training.per_device_eval_batch_size * len(names),
-                               adapter_names=["__base__" if name == "base" else name for name, _ in rows])
-    return {name: answers[i * len(probes):(i + 1) * len(probes)] for i, name in enumerate(names)}
+    return ModelScore(loss, count, result["per_family"], result["accuracy"])
 
 
 def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], val_path: Path, cfg: Config,
@@ -270,12 +251,9 @@ def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], 
         if name == "base" or not (Path(folder) / "adapter_model.safetensors").is_file():
             raise ValueError(f"adapter {name!r}: need a name other than 'base' and {folder}/adapter_model.safetensors")
     was_training, scores = base_model.training, {}
-    together = cfg.evaluation.probes_in_one_batch and bool(adapters) and bool(probes)
     base_model.eval()  # dropout off, in the base and in every LoRA layer
     if include_base:  # before any adapter is attached: no LoRA layers to step through
-        scores["base"] = _loss(base_model, tokenizer, encoded, cfg)
-        if probes and not together:
-            scores["base"] = _with_accuracy(scores["base"], _probe_one(base_model, tokenizer, probes, cfg), probes, cfg)
+        scores["base"] = _score(base_model, tokenizer, encoded, probes, cfg)
     peft_model = None
     try:
         for name, folder in adapters.items():
@@ -287,13 +265,7 @@ def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], 
             peft_model.eval()
             for name in adapters:
                 peft_model.set_adapter(name)
-                scores[name] = _loss(peft_model, tokenizer, encoded, cfg)
-                if probes and not together:
-                    scores[name] = _with_accuracy(scores[name], _probe_one(peft_model, tokenizer, probes, cfg),
-                                                  probes, cfg)
-            if together:
-                answers = _probe_together(peft_model, tokenizer, list(scores), probes, cfg)
-                scores = {name: _with_accuracy(score, answers[name], probes, cfg) for name, score in scores.items()}
+                scores[name] = _score(peft_model, tokenizer, encoded, probes, cfg)
     finally:
         if peft_model is not None:
             peft_model.unload()  # takes the LoRA layers out of base_model again

@@ -146,36 +146,6 @@ def test_probes_run_on_merged_weights_and_the_base_comes_back_bit_for_bit(tiny_m
     assert torch.equal(after, unmerged)
 
 
-def test_probes_in_one_mixed_batch_answer_as_each_model_alone(tiny_model_dir, adapter, val_path, tmp_path):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tasks.evaluation import _probe_one, _probe_together
-
-    other = make_lora_adapter(tiny_model_dir, tmp_path / "other", seed=5)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter,
-                                      adapter_name="champion").eval()
-    model.load_adapter(other, adapter_name="candidate")
-    probes, config = select_probes(read_validation(val_path), 5), cfg(probe_size=5, batch_size=2)
-    together = _probe_together(model, tokenizer, ["base", "champion", "candidate"], probes, config)
-    with model.disable_adapter():
-        alone = {"base": _probe_one(model, tokenizer, probes, config)}
-    for name in ("champion", "candidate"):
-        model.set_adapter(name)
-        alone[name] = _probe_one(model, tokenizer, probes, config)
-    assert together == alone
-    assert len({tuple(answers) for answers in alone.values()}) == 3  # each row really went through its own model
-
-    base_model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    one_by_one = score_models(base_model, tokenizer, {"champion": adapter, "candidate": other}, val_path,
-                              cfg(probe_size=5))
-    mixed = Config.model_validate({**cfg(probe_size=5).model_dump(), "evaluation": {
-        **cfg(probe_size=5).evaluation.model_dump(), "probes_in_one_batch": True}})
-    assert score_models(base_model, tokenizer, {"champion": adapter, "candidate": other}, val_path,
-                        mixed).scores == one_by_one.scores
-
-
 def test_the_loss_is_the_token_weighted_mean_over_assistant_tokens(base, val_path):
     import torch
     import torch.nn.functional as F
