@@ -86,8 +86,8 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "cpusmoke": {"training.use_liger_kernel": False, "training.attn_implementation": "sdpa",
                  "training.load_in_4bit": False, "training.per_device_train_batch_size": 2},
     "varlen": {"training.attn_implementation": "varlen", "training.pad_to_multiple_of": None},
-    "pad1024": {"training.pad_to_multiple_of": 1024},
-    "pad64": {"training.pad_to_multiple_of": 64},
+    **{f"pad{n}": {"training.pad_to_multiple_of": n} for n in (16, 64, 128, 256, 1024)},
+    "nopad": {"training.pad_to_multiple_of": None},
     "expseg": {},  # the row's process runs with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     "flexpad": {"training.attn_implementation": "flex_attention", "training.pad_to_multiple_of": 1024},
 }
