@@ -50,8 +50,8 @@ def test_gpu_profile_is_qlora_nf4_bf16_packed_without_checkpointing(tmp_path, mo
     args = build_sft_config(load_config("gpu"), tmp_path, compute_dtype=torch.bfloat16, progress=False)
     assert args.bf16 and not args.fp16 and args.optim == "adamw_torch_fused"
     assert args.packing and args.padding_free and args.packing_strategy == "bfd"
-    # flex attention: block-sparse over the packed rows; padded to few shapes so it compiles rarely.
-    assert t.attn_implementation == "flex_attention" and args.pad_to_multiple_of == 1024
+    # varlen flash attention over the packed conversations; batches padded to multiples of 64 tokens.
+    assert t.attn_implementation == "varlen" and args.pad_to_multiple_of == 64
     assert not args.gradient_checkpointing and args.max_length == 512
     assert args.per_device_train_batch_size >= 16 and args.per_device_eval_batch_size == 64
 

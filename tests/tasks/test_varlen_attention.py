@@ -30,8 +30,14 @@ def test_varlen_without_packing_is_refused_by_the_config():
     assert load_config("gpu", overrides={"training.attn_implementation": "varlen"}).training.packing
 
 
-def test_cpu_needs_no_flash_kernel():
-    varlen_attention.check_device("cpu")  # raises on a CUDA device the kernel cannot run on
+def test_cpu_needs_no_flash_kernel_and_an_old_gpu_is_refused_naming_the_way_out(monkeypatch):
+    varlen_attention.check_device("cpu")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    with pytest.raises(varlen_attention.VarlenAttentionError, match="Tesla T4 is 7.5: use flex_attention"):
+        varlen_attention.check_device("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    varlen_attention.check_device("cuda")
 
 
 @pytest.fixture
