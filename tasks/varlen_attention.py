@@ -111,20 +111,42 @@ def varlen_attention_forward(module: Any, query: Any, key: Any, value: Any, atte
     cu = cu.to(device=query.device, dtype=torch.int32)
     # [1, heads, tokens, dim] -> [tokens, heads, dim], the kernel's layout (a view).
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
-    if query.is_cuda and _kernel() is not None:
+    if _use_flash(query):
         out = _flash_segments(q, k, v, cu, int(longest), scaling)
     else:
         out = _sdpa_segments(q, k, v, cu, scaling)
     return out.unsqueeze(0), None
 
 
+def _use_flash(query: Any) -> bool:
+    return query.is_cuda and _kernel() is not None
+
+
+def _half_dtype() -> Any:
+    """The half precision flash attention runs in: autocast's, else bf16 where the GPU has it."""
+    import torch
+
+    if torch.is_autocast_enabled("cuda"):
+        return torch.get_autocast_dtype("cuda")
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def _flash_segments(q: Any, k: Any, v: Any, cu: Any, longest: int, scaling: float | None) -> Any:
+    """The flash kernel over every conversation at once, in half precision (it takes no other):
+    float32 inputs, e.g. from peft's LoRA layers over a 4-bit base whose norms were upcast, run in
+    autocast's dtype and come back in float32, as SDPA under autocast would do for them."""
+    import torch
+
+    dtype = q.dtype
+    if dtype not in (torch.float16, torch.bfloat16):
+        half = _half_dtype()
+        q, k, v = q.to(half), k.to(half), v.to(half)
     # Grouped K/V heads go in as they are: the flash kernel shares each among its query heads
     # (torch 2.11 takes them without a flag, later versions with enable_gqa); repeating them
     # would keep 8x the K/V activations for backward (measured: +2.5 GiB, TinyLlama, batch 32).
     causal, takes_gqa = _kernel_options()
     extra = {"enable_gqa": True} if takes_gqa and q.shape[1] != k.shape[1] else {}
-    return _kernel()(q, k, v, cu, cu, longest, longest, scale=scaling, **causal, **extra)
+    return _kernel()(q, k, v, cu, cu, longest, longest, scale=scaling, **causal, **extra).to(dtype)
 
 
 def _sdpa_segments(q: Any, k: Any, v: Any, cu: Any, scaling: float | None) -> Any:

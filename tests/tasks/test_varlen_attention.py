@@ -95,3 +95,29 @@ def test_training_runs_packed_batches_through_the_varlen_segments(tmp_path, tiny
         assert base.config._attn_implementation == "sdpa"
         after = PeftModel.from_pretrained(base, cand.adapter_dir).eval()(input_ids=ids).logits
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_flash_path_hands_the_kernel_half_precision_and_returns_the_input_dtype(varlen_model, monkeypatch, dtype):
+    """peft's LoRA layers over a 4-bit base with upcast norms give float32 q/k/v, which the flash
+    kernel refuses ("FlashAttention only support fp16 and bf16", seen on the H100): they go in as
+    half precision. Here a stand-in kernel checks what it gets and computes with SDPA."""
+    seen = []
+
+    def kernel(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=None, **extra):
+        assert window_size == (-1, 0) and torch.equal(cu_q, cu_k) and max_q == max_k == 5
+        seen.append((q.dtype, k.dtype, v.dtype, q.shape[1] // k.shape[1]))
+        return varlen_attention._sdpa_segments(q, k, v, cu_q, scale)
+
+    monkeypatch.setattr(varlen_attention, "_use_flash", lambda query: True)
+    monkeypatch.setattr(varlen_attention, "_kernel", lambda: kernel)
+    monkeypatch.setattr(varlen_attention, "_kernel_options", lambda: ({"window_size": (-1, 0)}, False))
+    monkeypatch.setattr(varlen_attention, "_half_dtype", lambda: torch.bfloat16)
+    model = varlen_model.to(dtype)
+    ids, pos = torch.tensor([[5, 17, 42, 99, 123, 7, 250, 31]]), torch.tensor([[0, 1, 2, 0, 1, 2, 3, 4]])
+    cu = torch.tensor([0, 3, 8], dtype=torch.int32)
+    with torch.no_grad():
+        logits = model(input_ids=ids, position_ids=pos, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=5,
+                       max_length_k=5).logits
+    assert seen and all(s == (torch.bfloat16, torch.bfloat16, torch.bfloat16, 2) for s in seen)
+    assert logits.dtype == dtype and torch.isfinite(logits).all()
