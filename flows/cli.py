@@ -257,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
             "through the chat template. Prints which version answered.")
     p.add_argument("question", help="the question, e.g. \"What did NIFTY 50 close at?\"")
     p.add_argument("--version", help="answer with this registered version instead of the champion")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="answer length limit (default 128)")
+    p.add_argument("--max-new-tokens", type=int, default=320,
+                   help="answer length limit in tokens (default 320: answers end at the end of their turn, and "
+                        "the longest the samples teach, market summaries, run to ~220)")
     p = add("serve", cmd_serve, "serve the daily-retrain deployment on its schedule",
             "Serve the daily-retrain deployment from this process: scheduled Monday to Friday "
             "after the NSE close, one run at a time, startable from the Prefect UI. Needs a "

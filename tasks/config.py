@@ -221,7 +221,9 @@ class EvaluationConfig(_Section):
     probe_size: int = Field(default=24, ge=0)
     """Validation questions answered greedily to measure answer accuracy (0 disables)."""
     max_new_tokens: int = Field(default=96, ge=8)
-    """Token limit of a greedy probe answer."""
+    """Token limit of a greedy probe answer. A probe is scored on the reference numbers its own
+    reference answer states within this many tokens (`tasks.evaluation.visible_truths`), so a long
+    answer (a market summary runs to ~220 tokens) is never marked wrong for numbers past the limit."""
     price_tolerance: float = Field(default=0.005, ge=0.0)
     """A price (or points, volume) counts as right within this relative error (0.5%)."""
     pct_tolerance: float = Field(default=0.1, ge=0.0)

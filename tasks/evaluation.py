@@ -217,7 +217,24 @@ def load_number_accuracy() -> Any:
     return evaluate.load(str(METRIC_DIR), keep_in_memory=True)
 
 
-def _score(model: Any, tokenizer: Any, encoded: list[dict], probes: list[dict], cfg: Config) -> ModelScore:
+def visible_truths(tokenizer: Any, probes: list[dict[str, Any]], cfg: Config) -> list[list[dict[str, Any]]]:
+    """Each probe's reference numbers that its own reference answer states within the first
+    `evaluation.max_new_tokens` tokens: what a right answer can show before generation stops.
+    A long answer (a market summary runs to ~220 tokens of 18 numbers) is scored on the numbers
+    of its first `max_new_tokens` tokens, so a model that answers exactly like the reference scores
+    100% instead of being marked wrong for numbers it was never given room to write."""
+    limit = cfg.evaluation.max_new_tokens
+    cut = [tokenizer.decode(tokenizer(p["messages"][-1]["content"], add_special_tokens=False)["input_ids"][:limit])
+           for p in probes]
+    shares = load_number_accuracy().compute(
+        predictions=cut, references=[p["truth"] for p in probes], price_tolerance=cfg.evaluation.price_tolerance,
+        pct_tolerance=cfg.evaluation.pct_tolerance)["per_sample"]
+    # Numbers are matched in order and a cut only removes the tail, so the visible ones lead the list.
+    return [p["truth"][:round(share * len(p["truth"]))] if share else [] for p, share in zip(probes, shares)]
+
+
+def _score(model: Any, tokenizer: Any, encoded: list[dict], probes: list[dict], cfg: Config,
+           truths: list[list[dict[str, Any]]]) -> ModelScore:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     total, count = _summed_loss(model, encoded, cfg.training.per_device_eval_batch_size, pad_id)
     loss = total / count if count else float("nan")
@@ -227,7 +244,7 @@ def _score(model: Any, tokenizer: Any, encoded: list[dict], probes: list[dict], 
         answers = generate_answers(model, tokenizer, [p["messages"][:-1] for p in probes],
                                    cfg.evaluation.max_new_tokens, cfg.training.per_device_eval_batch_size)
     result = load_number_accuracy().compute(
-        predictions=answers, references=[p["truth"] for p in probes], families=[p["family"] for p in probes],
+        predictions=answers, references=truths, families=[p["family"] for p in probes],
         price_tolerance=cfg.evaluation.price_tolerance, pct_tolerance=cfg.evaluation.pct_tolerance)
     return ModelScore(loss, count, result["per_family"], result["accuracy"])
 
@@ -247,13 +264,14 @@ def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], 
                     "they do not count in the loss", val_path, len(empty), len(records), cfg.training.max_length,
                     empty[0])
     probes = select_probes(records, cfg.evaluation.probe_size)
+    truths = visible_truths(tokenizer, probes, cfg) if probes else []
     for name, folder in adapters.items():
         if name == "base" or not (Path(folder) / "adapter_model.safetensors").is_file():
             raise ValueError(f"adapter {name!r}: need a name other than 'base' and {folder}/adapter_model.safetensors")
     was_training, scores = base_model.training, {}
     base_model.eval()  # dropout off, in the base and in every LoRA layer
     if include_base:  # before any adapter is attached: no LoRA layers to step through
-        scores["base"] = _score(base_model, tokenizer, encoded, probes, cfg)
+        scores["base"] = _score(base_model, tokenizer, encoded, probes, cfg, truths)
     peft_model = None
     try:
         for name, folder in adapters.items():
@@ -265,7 +283,7 @@ def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], 
             peft_model.eval()
             for name in adapters:
                 peft_model.set_adapter(name)
-                scores[name] = _score(peft_model, tokenizer, encoded, probes, cfg)
+                scores[name] = _score(peft_model, tokenizer, encoded, probes, cfg, truths)
     finally:
         if peft_model is not None:
             peft_model.unload()  # takes the LoRA layers out of base_model again

@@ -59,9 +59,9 @@ def adapter(tiny_model_dir, tmp_path_factory):
     return make_lora_adapter(tiny_model_dir, tmp_path_factory.mktemp("run") / "adapter", seed=3)
 
 
-def cfg(probe_size: int = 0, batch_size: int = 2) -> Config:
+def cfg(probe_size: int = 0, batch_size: int = 2, max_new_tokens: int = 8) -> Config:
     return Config.model_validate({"training": {"per_device_eval_batch_size": batch_size, "max_length": 384},
-                                  "evaluation": {"probe_size": probe_size, "max_new_tokens": 8}})
+                                  "evaluation": {"probe_size": probe_size, "max_new_tokens": max_new_tokens}})
 
 
 def test_champion_and_candidate_scores_come_from_one_val_file(base, adapter, val_path, tmp_path, tiny_model_dir):
@@ -172,13 +172,34 @@ def test_scoring_leaves_the_base_model_as_it_was(base, adapter, val_path):
 
 def test_accuracy_is_reported_per_family_on_a_fixed_probe_subset(base, adapter, val_path):
     model, tokenizer = base
-    report = score_models(model, tokenizer, {"candidate": adapter}, val_path, cfg(probe_size=3))
+    # Room for every reference number (scored are those a right answer shows within the limit).
+    report = score_models(model, tokenizer, {"candidate": adapter}, val_path, cfg(probe_size=3, max_new_tokens=64))
     assert report.probe_ids == [p["id"] for p in select_probes(read_validation(val_path), 3)]
     assert {p.split("/")[1] for p in report.probe_ids} == {"close", "returns", "volume"}  # stratified
     for score in report.scores.values():
         assert set(score.accuracy) == {"close", "returns", "volume"}
         assert all(0.0 <= share <= 1.0 for share in score.accuracy.values())
         assert 0.0 <= score.accuracy_overall <= 1.0
+
+
+def test_probes_are_scored_on_the_numbers_a_right_answer_shows_within_the_token_limit(base, val_path):
+    from tasks.evaluation import visible_truths
+
+    _, tokenizer = base
+    probes = select_probes(read_validation(val_path), len(QA))
+    roomy = Config.model_validate({"evaluation": {"max_new_tokens": 512}})
+    assert visible_truths(tokenizer, probes, roomy) == [p["truth"] for p in probes]
+    tight = cfg(probe_size=len(QA))  # 8 new tokens: most answers are cut before their last number
+    truths = visible_truths(tokenizer, probes, tight)
+    assert all(t == p["truth"][:len(t)] for t, p in zip(truths, probes))
+    assert sum(map(len, truths)) < sum(len(p["truth"]) for p in probes)
+    # An answer exactly like the reference, as the token limit cuts it or whole, is right on every
+    # number it is scored on.
+    references = [p["messages"][-1]["content"] for p in probes]
+    cut = [tokenizer.decode(tokenizer(r, add_special_tokens=False)["input_ids"][:8]) for r in references]
+    for answers in (cut, references):
+        result = load_number_accuracy().compute(predictions=answers, references=truths)
+        assert result["n_numbers"] == sum(map(len, truths)) and result["n_correct"] == result["n_numbers"]
 
 
 def test_probe_selection_does_not_depend_on_file_order(val_path):
