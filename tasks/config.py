@@ -186,8 +186,9 @@ class TrainingConfig(_Section):
     capability 8.0+); `flash_attention_2` needs the flash-attn package. Scoring and answering run
     padded batches with `sdpa` whenever training uses `flex_attention` or `varlen`."""
     pad_to_multiple_of: int | None = Field(default=None, ge=1)
-    """Pad each (packed) batch to a multiple of this many tokens, so compiled kernels (flex
-    attention) see a few shapes instead of one per batch; None pads nothing."""
+    """Pad each (packed) batch to a multiple of this many tokens: compiled kernels (flex
+    attention) then see a few shapes instead of one per batch, and the matmuls run on token
+    counts that tile evenly (64 measured fastest with varlen on an H100); None pads nothing."""
     train_sampling_strategy: Literal["random", "group_by_length"] = "random"
     """Order of training samples: `group_by_length` batches conversations of similar length,
     so unpacked batches carry little padding."""
