@@ -126,7 +126,7 @@ def packcheck(bench: Path, work: Path, shape: str, n: int = 48,
     import torch.nn.functional as F
     from peft import get_peft_model
 
-    from tasks.base_model import load_base, resolve_base_model
+    from tasks.base_model import load_base, load_tokenizer, resolve_base_model
     from tasks.config import load_config
     from tasks.fused_lora import fuse_lora_layers
     from tasks.training import build_lora_config, tokenize_samples
@@ -134,11 +134,28 @@ def packcheck(bench: Path, work: Path, shape: str, n: int = 48,
     from benchmarks.train_throughput import build_random_model
 
     model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
+    cfg = load_config("gpu", {"training.base_model": str(model_dir)})
+    ref = resolve_base_model(cfg.training, work / "home")
+    rows = tokenize_samples(bench / "samples" / "val.jsonl", load_tokenizer(ref), cfg.training.max_length)
+    rows = rows.select(range(n))
+    ids = [torch.tensor(r["input_ids"]) for r in rows]
+    masks = [torch.tensor(r["completion_mask"]) for r in rows]
+    # One packed row as trl's padding-free collator makes it: restarting position ids and the
+    # conversation boundaries (the varlen attention reads the latter).
+    flat = torch.cat(ids)[None].cuda()
+    pos = torch.cat([torch.arange(len(i)) for i in ids])[None].cuda()
+    cu = torch.tensor([0] + [len(i) for i in ids]).cumsum(0).to(torch.int32).cuda()
+    longest = max(len(i) for i in ids)
+
+    def token_losses(logits: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits[:-1].float(), seq[1:].cuda(), reduction="none")
+        return loss[mask[1:].cuda().bool()]
+
     out: dict[str, Any] = {"check": "packed vs unpacked", "shape": shape, "conversations": n}
     grads: dict[str, dict[str, torch.Tensor]] = {}
     for attention in attentions:
         cfg = load_config("gpu", {"training.base_model": str(model_dir), "training.attn_implementation": attention})
-        model, tokenizer = load_base(resolve_base_model(cfg.training, work / "home"), cfg.training, for_training=True)
+        model, _ = load_base(ref, cfg.training, for_training=True)
         torch.manual_seed(0)  # the same adapter for every attention
         model = get_peft_model(model, build_lora_config(cfg.training))
         for name, param in model.named_parameters():
@@ -146,24 +163,10 @@ def packcheck(bench: Path, work: Path, shape: str, n: int = 48,
                 param.data.normal_(0, 0.01)
         if cfg.training.fused_lora:
             fuse_lora_layers(model)
-        rows = tokenize_samples(bench / "samples" / "val.jsonl", tokenizer, cfg.training.max_length).select(range(n))
-        ids = [torch.tensor(r["input_ids"]) for r in rows]
-        masks = [torch.tensor(r["completion_mask"]) for r in rows]
-
-        def token_losses(logits: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            loss = F.cross_entropy(logits[:-1].float(), seq[1:].cuda(), reduction="none")
-            return loss[mask[1:].cuda().bool()]
-
         with torch.autocast("cuda", dtype=torch.bfloat16):
             with torch.no_grad():
                 unpacked = torch.cat([token_losses(model(input_ids=i[None].cuda()).logits[0], i, m)
                                       for i, m in zip(ids, masks)])
-            # One packed row as trl's padding-free collator makes it: restarting position ids and
-            # the conversation boundaries (the varlen attention reads the latter).
-            flat = torch.cat(ids)[None].cuda()
-            pos = torch.cat([torch.arange(len(i)) for i in ids])[None].cuda()
-            cu = torch.tensor([0] + [len(i) for i in ids]).cumsum(0).to(torch.int32).cuda()
-            longest = max(len(i) for i in ids)
             logits = model(input_ids=flat, position_ids=pos, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
                            max_length_q=longest, max_length_k=longest).logits[0]
             packed, start = [], 0

@@ -229,7 +229,6 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
     import torch
 
     import tasks.evaluation as evaluation
-    from tasks.base_model import dequantize_for_scoring, load_base
     from tasks.config import load_config
     from tasks.evaluation import score_models
     from tasks.samples import SampleSet
@@ -280,8 +279,7 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
     record = json.loads(candidate.training_json.read_text())
     peak_train = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
     t = time.perf_counter()
-    base, tokenizer = load_base(candidate.base, cfg.training, for_training=False)
-    dequantized = cfg.evaluation.dequantize_base and dequantize_for_scoring(base)
+    base, tokenizer, dequantized = evaluation.load_for_scoring(candidate.base, cfg)  # as score_candidate does
     scores = score_models(base, tokenizer, {"champion": candidate.adapter_dir, "candidate": candidate.adapter_dir},
                           samples.val_path, cfg)
     score_s = time.perf_counter() - t

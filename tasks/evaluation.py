@@ -223,6 +223,8 @@ def visible_truths(tokenizer: Any, probes: list[dict[str, Any]], cfg: Config) ->
     A long answer (a market summary runs to ~220 tokens of 18 numbers) is scored on the numbers
     of its first `max_new_tokens` tokens, so a model that answers exactly like the reference scores
     100% instead of being marked wrong for numbers it was never given room to write."""
+    if not probes:
+        return []
     limit = cfg.evaluation.max_new_tokens
     cut = [tokenizer.decode(tokenizer(p["messages"][-1]["content"], add_special_tokens=False)["input_ids"][:limit])
            for p in probes]
@@ -264,7 +266,7 @@ def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], 
                     "they do not count in the loss", val_path, len(empty), len(records), cfg.training.max_length,
                     empty[0])
     probes = select_probes(records, cfg.evaluation.probe_size)
-    truths = visible_truths(tokenizer, probes, cfg) if probes else []
+    truths = visible_truths(tokenizer, probes, cfg)
     for name, folder in adapters.items():
         if name == "base" or not (Path(folder) / "adapter_model.safetensors").is_file():
             raise ValueError(f"adapter {name!r}: need a name other than 'base' and {folder}/adapter_model.safetensors")
@@ -309,18 +311,24 @@ def ask(home: str | Path, question: str, version: str | None = None,
     return answer, info
 
 
+def load_for_scoring(ref: Any, cfg: Config) -> tuple[Any, Any, bool]:
+    """The base model and tokenizer as scoring runs them (`load_base` for inference, a 4-bit base
+    dequantised once when `evaluation.dequantize_base` and it fits); the bool says whether it was."""
+    from tasks.base_model import dequantize_for_scoring, load_base
+
+    model, tokenizer = load_base(ref, cfg.training, for_training=False)
+    return model, tokenizer, cfg.evaluation.dequantize_base and dequantize_for_scoring(model)
+
+
 # Never cached: scores are only comparable when computed together, now.
 @task(name="score-candidate", cache_policy=NO_CACHE)
 def score_candidate(home: Path, cfg: Config, candidate: Any, sample_set: Any) -> ScoreReport:
     """Score base, champion (verified first; fails closed) and candidate on the session's
     val.jsonl in this process, with the base loaded once."""
-    from tasks.base_model import dequantize_for_scoring, load_base
     from tasks.promotion import resolve_champion
 
     champion = resolve_champion(home)
-    model, tokenizer = load_base(candidate.base, cfg.training, for_training=False)
-    if cfg.evaluation.dequantize_base:
-        dequantize_for_scoring(model)
+    model, tokenizer, _ = load_for_scoring(candidate.base, cfg)
     adapters = {"champion": champion.path} if champion else {}
     report = score_models(model, tokenizer, {**adapters, "candidate": candidate.adapter_dir}, sample_set.val_path, cfg)
     if report.val_hash != sample_set.val_hash:

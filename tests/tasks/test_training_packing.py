@@ -70,8 +70,11 @@ def leaky(batch: dict, attn: str) -> dict:
 def test_packed_padding_free_batches_give_the_unpacked_loss(tmp_path, tiny_model_dir, attn, monkeypatch):
     segments_seen = []
     real_segments = varlen_attention._sdpa_segments
-    monkeypatch.setattr(varlen_attention, "_sdpa_segments",
-                        lambda q, k, v, cu, scaling: segments_seen.append(len(cu) - 1) or real_segments(q, k, v, cu, scaling))
+
+    def counted_segments(q, k, v, cu, scaling):
+        segments_seen.append(len(cu) - 1)
+        return real_segments(q, k, v, cu, scaling)
+    monkeypatch.setattr(varlen_attention, "_sdpa_segments", counted_segments)
     trainer, data = gpu_like_trainer(tmp_path, tiny_model_dir, attn)
     assert trainer.padding_free and trainer.args.packing
     packed = list(trainer.get_train_dataloader())  # each batch: 3 packed rows flattened into one sequence
@@ -98,4 +101,5 @@ def test_packed_padding_free_batches_give_the_unpacked_loss(tmp_path, tiny_model
         # Every layer of every packed batch went through the segments the collator computed.
         layers = model.config.num_hidden_layers
         assert packed_calls == layers * len(packed)
-        assert segments_seen[:packed_calls] == [int((b["position_ids"] == 0).sum()) for b in packed for _ in range(layers)]
+        starts = [int((b["position_ids"] == 0).sum()) for b in packed]
+        assert segments_seen[:packed_calls] == [n for n in starts for _ in range(layers)]
