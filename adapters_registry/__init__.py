@@ -14,10 +14,10 @@ from .queries import RegistryView, VersionInfo
 from .store import ChampionChangedError, Registry
 
 
-def ask(home, question, version=None, max_new_tokens=None):
-    """A greedy answer from the champion (or `version`) and its VersionInfo (tasks.evaluation.ask)."""
-    from tasks.evaluation import ask as _ask
-    return _ask(home, question, version, max_new_tokens)
+def ask(home, question, version=None, **options):
+    """A grounded answer from the champion (or `version`): see tasks.answering.ask, where it lives."""
+    from tasks.answering import ask as _ask
+    return _ask(home, question, version, **options)
 
 
 def load_promoted(home, version=None):

@@ -95,6 +95,10 @@ class DecisionRecord(_Record):
     delta: float | None
     """Baseline loss minus candidate loss (positive: the candidate is better); None if not finite."""
     min_delta: float
+    accuracy_delta: float | None = None
+    """Candidate minus baseline answer accuracy on the same probes (None when not measured)."""
+    max_accuracy_drop: float | None = None
+    """The largest accuracy drop the gate allowed."""
 
 
 class ModelScoreRecord(_Record):
@@ -102,6 +106,7 @@ class ModelScoreRecord(_Record):
     n_tokens: int = Field(ge=0)
     accuracy: dict[str, float] | None = None
     accuracy_overall: float | None = None
+    accuracy_by_mode: dict[str, float] | None = None
 
 
 class ScoresRecord(_Record):

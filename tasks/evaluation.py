@@ -46,6 +46,13 @@ class ModelScore:
     accuracy: dict[str, float] | None = None
     """Per family: share of the reference numbers the greedy probe answers got right."""
     accuracy_overall: float | None = None
+    """Share of the reference numbers of every probe (grounded and closed-book) answered right."""
+    accuracy_by_mode: dict[str, float] | None = None
+    """The same share over the grounded probes and over the closed-book ones."""
+    answers: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    """The probe answers, in probe order (for benchmarks and debugging; not recorded in manifests)."""
+    shares: tuple[float | None, ...] = field(default=(), repr=False, compare=False)
+    """Each probe's share of its reference numbers answered right."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,8 @@ class ScoreReport:
                 "n_tokens": self.n_tokens, "settings": self.settings, "probe_ids": self.probe_ids,
                 "champion_version": self.champion_version,
                 "models": {name: {"loss": finite(s.loss), "n_tokens": s.n_tokens, "accuracy": s.accuracy,
-                                  "accuracy_overall": s.accuracy_overall} for name, s in self.scores.items()}}
+                                  "accuracy_overall": s.accuracy_overall, "accuracy_by_mode": s.accuracy_by_mode}
+                           for name, s in self.scores.items()}}
 
 
 def sha256_of(path: Path) -> str:
@@ -95,9 +103,11 @@ def read_validation(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def select_probes(records: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+def select_probes(records: list[dict[str, Any]], size: int | None) -> list[dict[str, Any]]:
     """A fixed probe subset: round-robin over families (sorted), each family in the order of the
-    sha256 of its ids, so the same file always gives the same probes."""
+    sha256 of its ids, so the same file always gives the same probes; `size` None: every record."""
+    if size is None:
+        return list(records)
     by_family: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_family.setdefault(record["family"], []).append(record)
@@ -193,19 +203,24 @@ def generate_answers(model: Any, tokenizer: Any, conversations: list[list[Messag
     """Greedy answers to (system, user) conversations through the chat template."""
     import torch
 
-    answers, side = [], tokenizer.padding_side
+    prompts = [render_prompt(tokenizer, c) for c in conversations]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch together
+    answers, side = [""] * len(prompts), tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the right edge
     try:
-        for start in range(0, len(conversations), batch_size):
-            prompts = [render_prompt(tokenizer, c) for c in conversations[start:start + batch_size]]
-            batch = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(_device(model))
+        for start in range(0, len(order), batch_size):
+            chosen = order[start:start + batch_size]
+            batch = tokenizer([prompts[i] for i in chosen], add_special_tokens=False, padding=True,
+                              return_tensors="pt").to(_device(model))
             with torch.no_grad(), _attention_without_cudnn():
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            for i, text in zip(chosen, texts):
+                answers[i] = text.strip()
     finally:
         tokenizer.padding_side = side
-    return [a.strip() for a in answers]
+    return answers
 
 
 @functools.lru_cache(maxsize=1)
@@ -244,11 +259,30 @@ def _score(model: Any, tokenizer: Any, encoded: list[dict], probes: list[dict], 
         return ModelScore(loss, count)
     with merged_adapter(model):
         answers = generate_answers(model, tokenizer, [p["messages"][:-1] for p in probes],
-                                   cfg.evaluation.max_new_tokens, cfg.training.per_device_eval_batch_size)
-    result = load_number_accuracy().compute(
-        predictions=answers, references=truths, families=[p["family"] for p in probes],
-        price_tolerance=cfg.evaluation.price_tolerance, pct_tolerance=cfg.evaluation.pct_tolerance)
-    return ModelScore(loss, count, result["per_family"], result["accuracy"])
+                                   cfg.evaluation.max_new_tokens, cfg.evaluation.generation_batch_size)
+    return ModelScore(loss, count, **accuracy_of(answers, probes, truths, cfg))
+
+
+def probe_family(probe: dict[str, Any]) -> str:
+    """The per-family key of a probe: its family, marked when it was asked closed-book."""
+    return probe["family"] + (" (closed-book)" if probe.get("mode") == "closed_book" else "")
+
+
+def accuracy_of(answers: list[str], probes: list[dict[str, Any]], truths: list[list[dict[str, Any]]],
+                cfg: Config) -> dict[str, Any]:
+    """Number accuracy of `answers`: per family, overall, and per mode (grounded, closed-book)."""
+    metric, ev = load_number_accuracy(), cfg.evaluation
+    result = metric.compute(predictions=answers, references=truths, families=[probe_family(p) for p in probes],
+                            price_tolerance=ev.price_tolerance, pct_tolerance=ev.pct_tolerance)
+    by_mode = {}
+    for mode in sorted({p.get("mode", "grounded") for p in probes}):
+        picked = [k for k, p in enumerate(probes) if p.get("mode", "grounded") == mode]
+        share = metric.compute(predictions=[answers[k] for k in picked], references=[truths[k] for k in picked],
+                               price_tolerance=ev.price_tolerance, pct_tolerance=ev.pct_tolerance)["accuracy"]
+        if share is not None:
+            by_mode[mode] = share
+    return {"accuracy": result["per_family"], "accuracy_overall": result["accuracy"], "accuracy_by_mode": by_mode,
+            "answers": tuple(answers), "shares": tuple(result["per_sample"])}
 
 
 def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], val_path: Path, cfg: Config,
@@ -296,19 +330,6 @@ def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], 
     n_tokens = sum(sum(row["completion_mask"][1:]) for row in encoded)
     return ScoreReport(val_hash, str(val_path), len(records), n_tokens, scores, settings,
                        [str(p["id"]) for p in probes])
-
-
-def ask(home: str | Path, question: str, version: str | None = None,
-        max_new_tokens: int | None = None) -> tuple[str, Any]:
-    """A greedy answer from the promoted (or named) adapter, through the chat template with the
-    system prompt it was trained with; returns the answer and the version's VersionInfo."""
-    from adapters_registry import load_promoted
-
-    model, tokenizer, info = load_promoted(home, version)
-    cfg = Config.model_validate(info.manifest.lineage.config)
-    messages = [{"role": "system", "content": cfg.samples.system_prompt}, {"role": "user", "content": question}]
-    answer = generate_answers(model, tokenizer, [messages], max_new_tokens or cfg.evaluation.max_new_tokens)[0]
-    return answer, info
 
 
 def load_for_scoring(ref: Any, cfg: Config) -> tuple[Any, Any, bool]:

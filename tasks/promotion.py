@@ -1,8 +1,9 @@
 """The promotion gate: promote a candidate only when its validation loss beats the champion's
-(or the base model's, before the first promotion) by at least `gate.min_delta`.
+(or the base model's, before the first promotion) by at least `gate.min_delta`, and its answer
+accuracy on the same probes is not below that baseline's by more than `gate.max_accuracy_drop`.
 
     scores = score_candidate(home, cfg, candidate, sample_set)   # tasks.evaluation; verifies the champion
-    decision = decide_promotion(scores, cfg.gate.min_delta)      # -> decide(candidate, champion, base, ...)
+    decision = decide_promotion(scores, cfg.gate.min_delta, cfg.gate.max_accuracy_drop)
     info = register_candidate(home, cfg, candidate, sample_set, scores, decision, coverage)
 
 `decide` is pure; the registry does the writing. An error about the champion never turns into
@@ -38,16 +39,42 @@ class Decision:
     delta: float | None
     """Baseline loss minus candidate loss (positive: the candidate is better); None if not finite."""
     min_delta: float
+    accuracy_delta: float | None = None
+    """Candidate minus baseline answer accuracy on the same probes; None when either was not measured."""
+    max_accuracy_drop: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def _loss_verdict(candidate_loss: float, baseline: str, baseline_loss: float, min_delta: float) -> tuple[bool, str, float]:
+    delta = baseline_loss - candidate_loss
+    promote = candidate_loss <= baseline_loss - min_delta and candidate_loss < baseline_loss
+    relation = "beats" if delta > 0 else "ties" if delta == 0 else "is worse than"
+    return promote, (f"candidate loss {candidate_loss:.6f} {relation} {baseline} loss {baseline_loss:.6f} "
+                     f"(delta {delta:+.6f}, min_delta {min_delta:g})"), delta
+
+
+def _accuracy_verdict(candidate: float | None, baseline_name: str, baseline: float | None,
+                      max_drop: float) -> tuple[bool, str, float | None]:
+    """Whether the answer accuracy holds (a drop of at most `max_drop`), and the comparison in words."""
+    if candidate is None or baseline is None:
+        return True, "answer accuracy not measured", None
+    gap = candidate - baseline
+    ok = gap >= -max_drop - 1e-12
+    relation = "holds against" if ok else "drops below"
+    return ok, (f"answer accuracy {candidate:.1%} {relation} {baseline_name} {baseline:.1%} "
+                f"({gap * 100:+.1f} points, max drop {max_drop * 100:g} points)"), gap
+
+
 def decide(candidate_loss: float, champion_loss: float | None, base_loss: float, min_delta: float,
-           champion_error: str | None = None) -> Decision:
+           champion_error: str | None = None, *, accuracy: dict[str, float | None] | None = None,
+           max_accuracy_drop: float = 0.0) -> Decision:
     """Promote iff the candidate's loss is at least `min_delta` below the champion's (the base
-    model's when there is no champion). Ties, NaN and infinite losses never promote; a champion
-    that could not be loaded or verified raises ChampionUnavailableError."""
+    model's when there is no champion) and its answer accuracy (`accuracy`: candidate, champion,
+    base) is not below that baseline's by more than `max_accuracy_drop`. Ties, NaN and infinite
+    losses never promote; a champion that could not be loaded or verified raises
+    ChampionUnavailableError."""
     if champion_error is not None:
         raise ChampionUnavailableError(f"the champion cannot be used, so no candidate is promoted: {champion_error}")
     if min_delta < 0 or not math.isfinite(min_delta):
@@ -57,14 +84,16 @@ def decide(candidate_loss: float, champion_loss: float | None, base_loss: float,
     losses = {"candidate": candidate_loss, baseline: baseline_loss, "base": base_loss}
     bad = {name: loss for name, loss in losses.items() if loss is None or not math.isfinite(loss)}
     if bad:
-        return Decision(False, f"not promoted: non-finite loss {bad}", baseline, None, min_delta)
-    delta = baseline_loss - candidate_loss
-    promote = candidate_loss <= baseline_loss - min_delta and candidate_loss < baseline_loss
-    verdict = "promoted" if promote else "not promoted"
-    relation = "beats" if delta > 0 else "ties" if delta == 0 else "is worse than"
-    reason = (f"{verdict}: candidate loss {candidate_loss:.6f} {relation} {baseline} loss {baseline_loss:.6f} "
-              f"(delta {delta:+.6f}, min_delta {min_delta:g})")
-    return Decision(promote, reason, baseline, delta, min_delta)
+        return Decision(False, f"not promoted: non-finite loss {bad}", baseline, None, min_delta,
+                        None, max_accuracy_drop)
+    by_loss, loss_words, delta = _loss_verdict(candidate_loss, baseline, baseline_loss, min_delta)
+    accuracy = accuracy or {}
+    by_accuracy, accuracy_words, gap = _accuracy_verdict(accuracy.get("candidate"), baseline, accuracy.get(baseline),
+                                                         max_accuracy_drop)
+    promote = by_loss and by_accuracy
+    verdict = "promoted" if promote else "not promoted on loss" if not by_loss else "not promoted on answer accuracy"
+    return Decision(promote, f"{verdict}: {loss_words}; {accuracy_words}", baseline, delta, min_delta,
+                    gap, max_accuracy_drop)
 
 
 def resolve_champion(home: str | Path) -> VersionInfo | None:
@@ -83,14 +112,16 @@ def resolve_champion(home: str | Path) -> VersionInfo | None:
     return champion
 
 
-def decide_promotion(scores: Any, min_delta: float) -> Decision:
-    """The gate on a ScoreReport: candidate vs champion (when one was scored) or vs base."""
+def decide_promotion(scores: Any, min_delta: float, max_accuracy_drop: float = 0.0) -> Decision:
+    """The gate on a ScoreReport: candidate vs champion (when one was scored) or vs base, on loss
+    and on answer accuracy over the same probes."""
     champion = scores.scores.get("champion")
     if (champion is None) != (scores.champion_version is None):
         raise ChampionUnavailableError(f"scores name champion {scores.champion_version} but "
                                        f"{'lack' if champion is None else 'include'} a champion score")
+    accuracy = {name: score.accuracy_overall for name, score in scores.scores.items()}
     return decide(scores.scores["candidate"].loss, champion.loss if champion else None,
-                  scores.scores["base"].loss, min_delta)
+                  scores.scores["base"].loss, min_delta, accuracy=accuracy, max_accuracy_drop=max_accuracy_drop)
 
 
 def existing_decision(home: str | Path, session: date) -> LedgerEntry | None:

@@ -31,7 +31,7 @@ SAMPLES_DIR = "samples"
 TRAIN_FILE = "train.jsonl"
 VAL_FILE = "val.jsonl"
 META_FILE = "samples.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: grounded samples (mode, today, a data sheet in the prompt)
 
 
 class SampleSetError(ValueError):

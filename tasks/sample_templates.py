@@ -1,120 +1,65 @@
-"""Paraphrase templates of the user's question, per family; the last two of each are val-only.
+"""Question templates per family (tasks/sample_phrasings.py: the last 5 of each are held out for
+validation) and the date phrases and ticker names that fill them.
 
-Slots a template may use: `{name}` (display name), `{other}` (second ticker of a comparison),
-`{on}` ("in the latest session" | "on Friday, 29 November 2019"), `{upto}` ("the latest
-session" | "Friday, 29 November 2019"), `{for}` ("for the latest session" | "for Friday, ..."),
-`{sessions}` ("5 sessions"), `{n}`, and `{listing}` (closes given in the prompt).
+    question, today = fill(template, fact_slots, phrase, name_variants)
 
-The answer of a family has one wording whatever the template: the question varies, the answer
-format does not, so validation loss measures the facts rather than an unseen answer wording
-that no prompt could predict.
+A date phrase comes with the day the question is asked (`today`), so "yesterday" or "last
+Friday" name the fact's session: a phrase about session d is asked on d ("today", "on 19 June"),
+on the next calendar day ("yesterday") or a week later ("last Friday"). Undated phrases ask about
+the latest session, so only the newest facts use them; closed-book questions (no data sheet) use
+only phrases that need no `today`.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import date, timedelta
 
-VAL_TEMPLATES_PER_FAMILY = 2
+from tasks.sample_format import MONTHS, WEEKDAYS, session_words
+from tasks.sample_phrasings import HELD_OUT_PER_FAMILY, PHRASINGS
 
 
 @dataclass(frozen=True)
 class Template:
-    """One paraphrase of a family's question."""
+    """One phrasing of a family's question."""
 
     id: str
     text: str
 
 
-_QUESTIONS: dict[str, list[str]] = {
-    "close": [
-        "What did {name} close at {on}?",
-        "Give me the close of {name} {on}, with the day's high, low and volume.",
-        "How did {name} trade {on}? I need the close, the high and the low.",
-        "{name}: close, day high and day low {on}?",
-        "Can you tell me where {name} finished {on}, and its intraday range?",
-    ],
-    "session": [
-        "What is the latest trading session you have data for on {name}?",
-        "When did {name} last trade, according to your data?",
-        "Which date is your most recent {name} data from?",
-        "{name}: date of the latest session?",
-        "Up to which session does your knowledge of {name} go?",
-    ],
-    "volume": [
-        "What was the trading volume of {name} {on}?",
-        "How much of {name} was traded {on}?",
-        "Was the volume of {name} {on} above or below its 20-session average?",
-        "Tell me the volume of {name} {on} and how it compares with the 20-session average.",
-        "{name} volume {on}?",
-    ],
-    "performance": [
-        "How did {name} perform over the {sessions} up to {upto}?",
-        "What is the return of {name} over the last {sessions} as of {upto}?",
-        "By how much did {name} move in the {sessions} ending {upto}?",
-        "{name}: percentage change over {sessions} to {upto}?",
-        "Has {name} gained or lost over the {sessions} through {upto}, and by how much?",
-    ],
-    "volatility": [
-        "How volatile has {name} been over the 20 sessions up to {upto}?",
-        "What is the volatility of {name} as of {upto}?",
-        "How risky is {name} as of {upto}, judging by its recent volatility?",
-        "{name}: daily and annualised volatility as of {upto}?",
-        "Give me the standard deviation of the daily returns of {name} over the 20 sessions to "
-        "{upto}, annualised too.",
-    ],
-    "trend": [
-        "Is {name} in an uptrend or a downtrend as of {upto}?",
-        "How does the close of {name} compare with its 10- and 20-session moving averages as of {upto}?",
-        "What is the trend of {name} as of {upto}?",
-        "{name}: trend versus the 10- and 20-session SMAs as of {upto}?",
-        "Is {name} trading above its short-term moving averages as of {upto}?",
-    ],
-    "range_52w": [
-        "What are the 52-week high and low of {name} as of {upto}?",
-        "How far is {name} from its 52-week high as of {upto}?",
-        "Give me the 52-week range of {name} as of {upto}.",
-        "{name}: 52-week high, low and distance from them as of {upto}?",
-        "Where does {name} stand within its one-year range as of {upto}?",
-    ],
-    "compare": [
-        "Which did better over the {sessions} up to {upto}: {name} or {other}?",
-        "Compare the returns of {name} and {other} over the last {sessions} as of {upto}.",
-        "Did {name} outperform {other} over the {sessions} ending {upto}?",
-        "{name} vs {other}: return over {sessions} to {upto}?",
-        "How did {name} fare against {other} in the {sessions} through {upto}?",
-    ],
-    "market_summary": [
-        "Give me a market summary {for}.",
-        "How did the Indian market do {on}?",
-        "Summarise the market {for}: indices and the biggest movers.",
-        "Market wrap {for}, please.",
-        "What happened in the markets {on}? Indices and top movers, please.",
-    ],
-    "prompt_change": [
-        "The last {n} closes of {name} were:\n{listing}\nWhat is the percentage change from the first to the last?",
-        "{listing}\nThese are the closes of {name} over {sessions}. By what percentage did it move?",
-        "Given these closes of {name}:\n{listing}\nCompute the return from the first close to the last.",
-        "{name} closes:\n{listing}\nPercentage change, first to last?",
-        "Using only the closes below, how much did {name} gain or lose in percent?\n{listing}",
-    ],
-    "prompt_sma": [
-        "The last {n} closes of {name} were:\n{listing}\nWhat is their simple moving average?",
-        "{listing}\nWhat is the average of these {n} closes of {name}?",
-        "Given these closes of {name}:\n{listing}\nCompute their {n}-session simple moving average.",
-        "{name} closes:\n{listing}\nSMA of these?",
-        "Using only the closes below, what is the mean close of {name}?\n{listing}",
-    ],
-}
-
-
 def _templates(family: str) -> list[Template]:
-    return [Template(f"{family}.{k}", text) for k, text in enumerate(_QUESTIONS[family], start=1)]
+    return [Template(f"{family}.{k}", text) for k, text in enumerate(PHRASINGS[family], start=1)]
 
 
-FAMILIES: tuple[str, ...] = tuple(_QUESTIONS)
-"""Every question family, in the order samples are generated."""
-PROMPT_FAMILIES: frozenset[str] = frozenset({"prompt_change", "prompt_sma"})
-"""Families answerable from the data in the prompt alone (the time-ordered validation slice)."""
-TRAIN_TEMPLATES: dict[str, list[Template]] = {f: _templates(f)[:-VAL_TEMPLATES_PER_FAMILY] for f in FAMILIES}
-"""Paraphrases that training samples use."""
-VAL_TEMPLATES: dict[str, list[Template]] = {f: _templates(f)[-VAL_TEMPLATES_PER_FAMILY:] for f in FAMILIES}
-"""Held-out paraphrases: only validation samples use them."""
+TRAIN_TEMPLATES: dict[str, list[Template]] = {f: _templates(f)[:-HELD_OUT_PER_FAMILY] for f in PHRASINGS}
+"""Phrasings that training samples use."""
+VAL_TEMPLATES: dict[str, list[Template]] = {f: _templates(f)[-HELD_OUT_PER_FAMILY:] for f in PHRASINGS}
+"""Held-out phrasings: only validation samples use them."""
+
+LATEST_ONLY = ("none", "latest")
+"""Phrase kinds that mean the latest session (no date)."""
+CLOSED_BOOK = ("none", "latest", "words", "day_month", "iso", "as_of")
+"""Phrase kinds a closed-book question may use (none needs to know when it is asked)."""
+DATED = ("today", "yesterday", "last_weekday", "weekday", "words", "day_month", "month_day", "iso", "as_of", "dmy")
+"""Phrase kinds that name a session."""
+
+
+def date_phrase(kind: str, day: date) -> tuple[str, date]:
+    """(phrase, the day it is asked on) that names session `day`."""
+    month, weekday = MONTHS[day.month - 1], WEEKDAYS[day.weekday()]
+    phrases = {
+        "none": ("", day), "latest": ("in the latest session", day), "today": ("today", day),
+        "yesterday": ("yesterday", day + timedelta(days=1)),
+        "last_weekday": (f"last {weekday}", day + timedelta(days=7)), "weekday": (f"on {weekday}", day),
+        "words": (f"on {session_words(day)}", day), "day_month": (f"on {day.day} {month}", day),
+        "month_day": (f"on {month} {day.day}", day), "iso": (f"on {day.isoformat()}", day),
+        "as_of": (f"as of {day.day} {month} {day.year}", day), "dmy": (f"on {day:%d/%m/%Y}", day),
+    }
+    return phrases[kind]
+
+
+def fill(template: Template, slots: dict[str, str], on: str) -> str:
+    """The question: the template with its slots, spaces collapsed, no space before punctuation."""
+    text = template.text.format(**{"on": on, **slots})
+    text = re.sub(r"\s+", " ", text)
+    return re.sub(r"\s+([?.,!:;)])", r"\1", text).strip()

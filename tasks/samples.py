@@ -3,31 +3,28 @@
     sample_set = build_samples(home, cfg, as_of=date(2019, 11, 29))
     train, val = build_sample_set(bars_by_symbol, cfg, as_of)      # the pure core
 
-One JSONL line per conversation: {"id", "family", "template" (paraphrase id), "tickers",
-"session" (the session the facts are as of), "split", "messages" [system, user, assistant],
-"truth" [{"value", "kind": price|points|pct|volume|count}], every number of the answer in
-order (dates are words, not numbers)}. Rendering through the base model's chat template and
-the assistant-only loss mask happen in tasks/chat.py, never here.
+One JSONL line per conversation: {"id", "fact", "family", "template" (phrasing id), "phrase"
+(date-phrase kind), "mode" (grounded | closed_book), "tickers", "session" (the session the facts
+are as of), "today" (the day the question is asked on), "split", "messages" [system, user,
+assistant], "truth" [{"value", "kind": price|points|pct|volume|count}], every number of the answer
+in order}. Rendering through the chat template and the assistant-only loss mask happen in
+tasks/chat.py, never here.
 
-What is asked (tasks/sample_families.py): every family, dated ("as of Friday, 29 November
-2019"), for each of the last `history_sessions` sessions, so the same question never has two
-answers; plus, about the newest data, the undated questions people ask ("the latest close").
+Grounded samples are built the way `ask` answers: the question is resolved by
+`tasks.answering.ground` (ticker names, date phrases) and its data sheet put into the user's
+message, so the adapter learns to read sheets and pick the asked field; building fails if a
+question does not resolve to its own fact's ticker(s) and session. Closed-book samples (no sheet)
+ask the newest facts, so that `ask --closed-book` can recall them.
 
-Split design. A random split of these samples would leak three ways: (1) the same fact is
-asked many ways, so a random validation sample's answer string is usually in training too
-(the loss then measures recall of a string seen, not knowledge); (2) paraphrases of one
-question differ by a word or two, so near-duplicates straddle the split; (3) questions about
-later sessions would train the model on information from after the validation questions'
-sessions. So validation is built, not drawn:
-- held-out paraphrases: the latest session's undated questions, asked with templates that no
-  training sample uses (2 of the 5 per family; sample_templates.py); the facts are trained
-  (that is the point of a daily adapter), the wording is new;
-- a time-ordered slice: questions of the prompt-answerable families (the prompt lists the
-  closes; the answer is their change or mean) for the most recent `val_recent_sessions`
-  sessions, never in training, where training only has those families for older sessions.
-Every validation question is new text: no validation prompt occurs in training, so no
-validation answer is a training answer to the same question (checked on every build).
-Caps subsample each family to an equal share (stratified), latest-session samples first.
+What is asked (tasks/sample_families.py): every family, dated, for each of the last
+`history_sessions` sessions (one phrasing each), and the newest session's facts in
+`train_phrasings_per_fact` phrasings (dated or undated) plus `closed_book_repeats` closed-book ones.
+
+Validation is built, not drawn: the newest session's facts asked in held-out phrasings (5 per
+family that no training sample uses; tasks/sample_phrasings.py), grounded and closed-book. The
+facts are trained (that is the point of a daily adapter), the wording is new; no validation
+question occurs in training (checked on every build). Caps subsample each family to an equal
+share (stratified), newest facts first.
 """
 from __future__ import annotations
 
@@ -41,13 +38,15 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.answering.facts import YEAR_DAYS, Series
+from tasks.answering.ground import MarketView
 from tasks.chat import render_conversation
-from tasks.config import Config, SamplesConfig
-from tasks.market_data import load_bars
-from tasks.sample_families import PROMPT_CLOSES, YEAR_DAYS, Fact, Moment, Series, market_facts, prompt_facts, ticker_facts
-from tasks.sample_format import choose, stable_digest
+from tasks.config import Config
+from tasks.market_store import load_bars
+from tasks.sample_families import FAMILIES
+from tasks.sample_format import stable_digest
+from tasks.sample_questions import collect_facts, plan, render
 from tasks.sample_store import SampleSet, read_jsonl, save_sample_set
-from tasks.sample_templates import FAMILIES, PROMPT_FAMILIES, TRAIN_TEMPLATES, VAL_TEMPLATES, Template
 
 __all__ = ["SampleDataError", "SampleSet", "build_sample_files", "build_sample_set", "build_samples",
            "build_samples_from_bars", "format_sample_report", "read_jsonl"]
@@ -97,48 +96,6 @@ def history_sessions(frames: Mapping[str, pd.DataFrame], count: int) -> list[dat
     return [ts.date() for ts in sessions[-count:]]
 
 
-def collect_facts(series: list[Series], sessions: list[date], sc: SamplesConfig) -> list[Fact]:
-    """Every fact: each family as of each history session, then the undated latest questions."""
-    facts: list[Fact] = []
-    for day in sessions:
-        moment = Moment(day, latest=False)
-        for s in series:
-            i = s.position.get(day)
-            if i is not None:
-                facts += ticker_facts(s, i, moment, sc.seed)
-                facts += prompt_facts(s, i, choose(sc.seed, f"closes|{s.spec.symbol}|{day}", PROMPT_CLOSES)[0])
-        facts += market_facts(series, day, moment, sc.seed, sc.comparisons_per_session)
-    for s in series:
-        facts += ticker_facts(s, len(s.dates) - 1, Moment(s.dates[-1], latest=True), sc.seed)
-    return facts + market_facts(series, sessions[-1], Moment(sessions[-1], latest=True), sc.seed,
-                                sc.comparisons_per_session)
-
-
-def assign_templates(fact: Fact, recent: set[date], seed: int) -> list[tuple[str, Template]]:
-    """(split, template) of each sample made from a fact; see the module docstring."""
-    family, key = fact.family, f"{fact.family}|{'+'.join(fact.tickers)}|{fact.session}|{fact.key}"
-    if family in PROMPT_FAMILIES:
-        split = "val" if fact.session in recent else "train"
-        pool = VAL_TEMPLATES if split == "val" else TRAIN_TEMPLATES
-        return [(split, choose(seed, key, pool[family])[0])]
-    if fact.latest:  # the newest facts: trained in every training paraphrase, validated in a held-out one
-        return [("train", t) for t in TRAIN_TEMPLATES[family]] + [("val", choose(seed, key, VAL_TEMPLATES[family])[0])]
-    return [("train", choose(seed, key, TRAIN_TEMPLATES[family])[0])]
-
-
-def render_sample(fact: Fact, template: Template, split: str, system_prompt: str) -> dict[str, Any]:
-    """One JSONL record."""
-    who = "market" if len(fact.tickers) > 2 else "+".join(fact.tickers)
-    when = "latest" if fact.latest else "dated"
-    return {"id": f"{fact.family}/{who}/{fact.session.isoformat()}/{fact.key}/{when}/{template.id}",
-            "family": fact.family, "template": template.id, "tickers": list(fact.tickers),
-            "session": fact.session.isoformat(), "split": split,
-            "messages": [{"role": "system", "content": system_prompt},
-                         {"role": "user", "content": template.text.format(**fact.slots)},
-                         {"role": "assistant", "content": fact.answer}],
-            "truth": fact.truth}
-
-
 def check_splits(train: list[dict[str, Any]], val: list[dict[str, Any]]) -> None:
     """Fail if ids repeat, a question has two answers, or a validation question is in training."""
     answers: dict[str, str] = {}
@@ -163,15 +120,15 @@ def family_quotas(sizes: Mapping[str, int], cap: int) -> dict[str, int]:
 
 
 def subsample_priority(samples: list[dict[str, Any]], seed: int, latest: date) -> dict[str, tuple]:
-    """Sort key per sample id: first the undated latest questions (validation asks them in
-    other words), then the latest session's dated ones, then older sessions; within that, each
-    fact once before any fact twice (paraphrases share the id up to the template); then seeded."""
+    """Sort key per sample id: first the newest session's facts (validation asks them in other
+    words), then older sessions; within that, each fact once before any fact twice (a fact is
+    asked in several phrasings and modes); then seeded."""
     digest = {s["id"]: stable_digest(seed, s["id"]) for s in samples}
     by_fact: dict[str, list[str]] = {}
     for s in samples:
-        by_fact.setdefault(s["id"].rsplit("/", 1)[0], []).append(s["id"])
+        by_fact.setdefault(s["fact"], []).append(s["id"])
     repeat = {i: rank for ids in by_fact.values() for rank, i in enumerate(sorted(ids, key=digest.get))}
-    tier = {s["id"]: 0 if "/latest/" in s["id"] else 1 if s["session"] == latest.isoformat() else 2 for s in samples}
+    tier = {s["id"]: 0 if s["session"] == latest.isoformat() else 1 for s in samples}
     return {i: (tier[i], repeat[i], digest[i]) for i in digest}
 
 
@@ -193,20 +150,19 @@ def stratified_subsample(samples: list[dict[str, Any]], cap: int | None, seed: i
 def build_sample_set(bars: Mapping[str, pd.DataFrame], cfg: Config, as_of: date) -> tuple[list[dict], list[dict]]:
     """The (train, val) samples from bars per ticker as of `as_of`: pure and deterministic."""
     sc = cfg.samples
-    if sc.history_sessions <= sc.val_recent_sessions:
-        raise ValueError(f"samples.history_sessions ({sc.history_sessions}) must exceed val_recent_sessions "
-                         f"({sc.val_recent_sessions}), or training has no prompt-answerable questions")
     frames = select_window(bars, cfg, as_of)
-    series = [Series.from_frame(cfg.ticker(symbol), frame) for symbol, frame in frames.items()]
+    view = MarketView({symbol: Series.from_frame(cfg.ticker(symbol), frame) for symbol, frame in frames.items()})
     sessions = history_sessions(frames, sc.history_sessions)
-    recent = set(sessions[-sc.val_recent_sessions:])
     train: list[dict[str, Any]] = []
     val: list[dict[str, Any]] = []
-    for fact in collect_facts(series, sessions, sc):
-        for split, template in assign_templates(fact, recent, sc.seed):
-            (train if split == "train" else val).append(render_sample(fact, template, split, sc.system_prompt))
+    for fact, newest in collect_facts(view, sessions, sc):
+        for asked in plan(fact, newest, sc):
+            (train if asked.split == "train" else val).append(render(view, asked, sc))
     check_splits(train, val)
-    return (stratified_subsample(train, sc.max_train_samples, sc.seed, sessions[-1]),
+    grounded = stratified_subsample([s for s in train if s["mode"] == "grounded"], sc.max_train_samples, sc.seed,
+                                    sessions[-1])
+    kept = {s["id"] for s in grounded}
+    return ([s for s in train if s["id"] in kept or s["mode"] == "closed_book"],
             stratified_subsample(val, sc.max_val_samples, sc.seed, sessions[-1]))
 
 
@@ -233,7 +189,7 @@ def build_samples(home: Path, cfg: Config, as_of: date) -> SampleSet:
 def _example(path: Path, session: date) -> dict[str, Any] | None:
     """A sample about the latest session's data if there is one, else the first one."""
     samples = read_jsonl(path)
-    about_latest = [s for s in samples if s["session"] == session.isoformat() and s["family"] not in PROMPT_FAMILIES]
+    about_latest = [s for s in samples if s["session"] == session.isoformat() and s["mode"] == "grounded"]
     return (about_latest or samples or [None])[0]
 
 

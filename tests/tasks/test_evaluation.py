@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import pytest
 
-import adapters_registry
 from adapters_registry import Registry
 from tasks.base_model import hash_weight_files, resolve_base_model
 from tasks.chat import tokenize_conversation
@@ -208,6 +207,23 @@ def test_probe_selection_does_not_depend_on_file_order(val_path):
     assert len(select_probes(records, 99)) == len(records)
 
 
+def test_probe_size_none_probes_every_record_in_file_order(val_path):
+    records = read_validation(val_path)
+    assert select_probes(records, None) == records
+
+
+def test_accuracy_is_reported_per_mode_and_closed_book_families_apart():
+    from tasks.evaluation import accuracy_of
+
+    truth = [{"value": 100.0, "kind": "price"}]
+    probes = [{"family": "close", "mode": "grounded"}, {"family": "close", "mode": "grounded"},
+              {"family": "close", "mode": "closed_book"}]
+    result = accuracy_of(["₹100.00", "₹100.00", "₹7.00"], probes, [truth] * 3, Config())
+    assert result["accuracy_by_mode"] == {"grounded": 1.0, "closed_book": 0.0}
+    assert result["accuracy"] == {"close": 1.0, "close (closed-book)": 0.0}
+    assert result["accuracy_overall"] == pytest.approx(2 / 3)
+
+
 def test_a_malformed_validation_file_fails_loudly(tmp_path):
     path = tmp_path / "val.jsonl"
     path.write_text(json.dumps({"id": "x", "family": "f", "truth": [], "messages": [{"role": "user", "content": "q"}]}))
@@ -215,11 +231,27 @@ def test_a_malformed_validation_file_fails_loudly(tmp_path):
         read_validation(path)
 
 
-def test_ask_answers_through_the_promoted_adapter(tmp_path, tiny_model_dir, adapter):
+def test_ask_answers_with_the_promoted_adapter_not_the_base(tmp_path, tiny_model_dir, adapter, base):
+    from peft import PeftModel
+
+    from tasks.answering import ask
+    from tasks.evaluation import generate_answers
+
     fields = lineage(base_identity=str(tiny_model_dir), file_hash=hash_weight_files(tiny_model_dir))
     promoted = Registry(tmp_path).register(adapter, fields, decision(True, "base"), promote=True)
-    answer, info = adapters_registry.ask(tmp_path, "What was the latest close of NIFTY 50?", max_new_tokens=8)
-    assert isinstance(answer, str) and info.version == promoted.version
+    question = "What was the latest close of NIFTY 50?"
+    answer = ask(tmp_path, question, closed_book=True, max_new_tokens=8)
+    assert answer.version == promoted.version and answer.grounding is None
+
+    model, tokenizer = base
+    prompt = [[{"role": "system", "content": Config().samples.closed_book_system_prompt},
+               {"role": "user", "content": question}]]
+    from_base = generate_answers(model, tokenizer, prompt, 8)[0]
+    from transformers import AutoModelForCausalLM
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter).eval()
+    from_adapter = generate_answers(with_adapter, tokenizer, prompt, 8)[0]
+    assert from_adapter != from_base  # the two models differ on this prompt, so the test can tell
+    assert answer.text == from_adapter
 
 
 # ---- the number_accuracy metric, loaded by path through evaluate ------------------------------
@@ -270,3 +302,20 @@ def test_metric_reports_per_family_shares():
         references=[[{"value": 100, "kind": "price"}], [{"value": 8, "kind": "price"}],
                     [{"value": 5, "kind": "volume"}]])
     assert result["per_family"] == {"close": 0.5, "volume": 0.0} and result["per_sample"] == [1.0, 0.0, 0.0]
+
+
+def test_metric_unordered_counts_numbers_in_reversed_order():
+    truth = [{"value": 2154.35, "kind": "price"}, {"value": 0.53, "kind": "pct"}]
+    assert accuracy("+0.53% to ₹2,154.35", truth, ordered=False)["n_correct"] == 2
+
+
+def test_metric_unordered_does_not_match_a_percentage_with_a_number_without_percent_sign():
+    truth = [{"value": 1.25, "kind": "pct"}, {"value": 1.25, "kind": "price"}]
+    assert accuracy("It closed at ₹1.25.", truth, ordered=False)["n_correct"] == 1
+    assert accuracy("It moved 1.25%.", truth, ordered=False)["n_correct"] == 1
+    assert accuracy("₹1.25, 1.25%", truth, ordered=False)["n_correct"] == 2
+
+
+def test_metric_unordered_uses_each_answer_number_once():
+    truth = [{"value": 100, "kind": "price"}, {"value": 100, "kind": "price"}]
+    assert accuracy("₹100", truth, ordered=False)["n_correct"] == 1

@@ -65,6 +65,51 @@ def test_a_champion_error_fails_closed():
         decide(0.1, None, 2.0, MIN_DELTA, champion_error="cannot be loaded: disk error")
 
 
+# ---- the answer-accuracy guard --------------------------------------------------------------
+
+def test_promotes_when_the_loss_improves_and_the_accuracy_holds():
+    d = decide(1.20, 1.25, 2.0, MIN_DELTA, accuracy={"candidate": 0.80, "champion": 0.78, "base": 0.1},
+               max_accuracy_drop=0.02)
+    assert d.promote and d.accuracy_delta == pytest.approx(0.02) and d.max_accuracy_drop == 0.02
+
+
+def test_an_accuracy_drop_beyond_the_limit_rejects_a_candidate_with_a_better_loss():
+    d = decide(1.20, 1.25, 2.0, MIN_DELTA, accuracy={"candidate": 0.70, "champion": 0.80, "base": 0.1},
+               max_accuracy_drop=0.02)
+    assert not d.promote and d.delta == pytest.approx(0.05) and "answer accuracy" in d.reason
+    assert d.accuracy_delta == pytest.approx(-0.10)
+
+
+def test_an_accuracy_drop_exactly_at_the_limit_is_allowed():
+    d = decide(1.20, 1.25, 2.0, MIN_DELTA, accuracy={"candidate": 0.75, "champion": 0.80, "base": 0.1},
+               max_accuracy_drop=0.05)
+    assert d.promote
+
+
+def test_a_zero_limit_rejects_any_accuracy_drop():
+    d = decide(1.20, 1.25, 2.0, MIN_DELTA, accuracy={"candidate": 0.79, "champion": 0.80, "base": 0.1})
+    assert not d.promote and "answer accuracy" in d.reason
+
+
+@pytest.mark.parametrize("accuracy", [None, {}, {"candidate": None, "champion": 0.9, "base": 0.9},
+                                      {"candidate": 0.1, "champion": None, "base": 0.9}])
+def test_unmeasured_accuracy_leaves_the_decision_to_the_loss(accuracy):
+    assert decide(1.20, 1.25, 2.0, MIN_DELTA, accuracy=accuracy).promote
+    assert not decide(1.245, 1.25, 2.0, MIN_DELTA, accuracy=accuracy).promote
+
+
+def test_the_accuracy_baseline_is_the_base_model_when_there_is_no_champion():
+    kept = decide(1.50, None, 1.60, MIN_DELTA, accuracy={"candidate": 0.50, "champion": 0.99, "base": 0.50})
+    assert kept.promote and kept.accuracy_delta == pytest.approx(0.0)
+    dropped = decide(1.50, None, 1.60, MIN_DELTA, accuracy={"candidate": 0.40, "champion": None, "base": 0.50})
+    assert not dropped.promote and "base" in dropped.reason and "answer accuracy" in dropped.reason
+
+
+def test_an_accuracy_gain_does_not_rescue_a_loss_that_did_not_improve():
+    d = decide(1.25, 1.25, 2.0, MIN_DELTA, accuracy={"candidate": 0.99, "champion": 0.10, "base": 0.1})
+    assert not d.promote
+
+
 @pytest.fixture
 def registry_with_champion(tmp_path):
     registry = Registry(tmp_path / "home")
@@ -92,10 +137,12 @@ def test_a_corrupt_pointer_fails_closed(registry_with_champion):
 
 
 def report(candidate: float, base: float = 2.0, champion: float | None = None,
-           champion_version: str | None = None) -> ScoreReport:
-    models = {"base": ModelScore(base, 100), "candidate": ModelScore(candidate, 100)}
+           champion_version: str | None = None, accuracy: dict[str, float] | None = None) -> ScoreReport:
+    accuracy = accuracy or {}
+    models = {"base": ModelScore(base, 100, accuracy_overall=accuracy.get("base")),
+              "candidate": ModelScore(candidate, 100, accuracy_overall=accuracy.get("candidate"))}
     if champion is not None:
-        models["champion"] = ModelScore(champion, 100)
+        models["champion"] = ModelScore(champion, 100, accuracy_overall=accuracy.get("champion"))
     return ScoreReport(VAL_HASH, "val.jsonl", 10, 100, models, champion_version=champion_version)
 
 
@@ -117,6 +164,16 @@ def test_decide_promotion_compares_with_the_champion_that_was_scored():
     assert not d.promote and d.baseline == "champion"
     with pytest.raises(ChampionUnavailableError):
         decide_promotion(report(1.0, champion_version="v0001-20191128-00000000"), MIN_DELTA)
+
+
+def test_decide_promotion_gates_on_the_scored_accuracies():
+    scores = report(1.0, champion=1.2, champion_version="v0001-20191128-00000000",
+                    accuracy={"candidate": 0.5, "champion": 0.8, "base": 0.1})
+    assert not decide_promotion(scores, MIN_DELTA, 0.1).promote
+    assert decide_promotion(scores, MIN_DELTA, 0.3).promote
+    first = report(1.0, base=1.5, accuracy={"candidate": 0.5, "base": 0.6})
+    d = decide_promotion(first, MIN_DELTA, 0.05)
+    assert not d.promote and d.accuracy_delta == pytest.approx(-0.1)
 
 
 def test_register_candidate_records_every_candidate_and_moves_the_pointer_only_on_promote(tmp_path):

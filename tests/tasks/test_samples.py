@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -10,13 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.answering.dates import find_day
+from tasks.answering.ground import MarketView, ground, grounded_prompt
 from tasks.chat import render_prompt, tokenize_conversation
-from tasks.config import DEFAULT_UNIVERSE, Config, TickerSpec
-from tasks.sample_format import figures_in
-from tasks.sample_store import SampleSetError
-from tasks.sample_templates import FAMILIES, TRAIN_TEMPLATES, VAL_TEMPLATES
+from tasks.config import DEFAULT_UNIVERSE, Config, TickerSpec, load_config
+from tasks.sample_families import CLOSED_BOOK_FAMILIES, FAMILIES
+from tasks.sample_format import figures_in, format_change, format_level
+from tasks.sample_store import SampleSetError, jsonl_bytes
+from tasks.sample_templates import DATED, TRAIN_TEMPLATES, VAL_TEMPLATES
 from tasks.samples import (SampleDataError, SampleSet, build_sample_set, build_samples_from_bars,
-                           format_sample_report, read_jsonl)
+                           format_sample_report, read_jsonl, select_window)
 from tests.tinymodel import build_tiny_tokenizer
 
 AS_OF = date(2026, 11, 20)
@@ -46,7 +50,13 @@ def built() -> tuple[list[dict], list[dict]]:
 
 
 def _question(sample: dict) -> str:
+    """The user's message: for a grounded sample the data sheet, then the question."""
     return sample["messages"][1]["content"]
+
+
+def _asked(sample: dict) -> str:
+    """The question as the user wrote it (without the data sheet)."""
+    return _question(sample).rpartition("\n\nQuestion: ")[2]
 
 
 def _answer(sample: dict) -> str:
@@ -88,19 +98,136 @@ def test_same_question_never_has_two_answers(built):
     assert all(len(a) == 1 for a in answers.values())
 
 
-def test_validation_asks_the_latest_session_and_a_recent_time_slice_of_prompt_families(built):
+def test_validation_asks_the_newest_sessions_trained_facts_in_held_out_phrasings(built):
     train, val = built
+    held_out = {t.id for ts in VAL_TEMPLATES.values() for t in ts}
+    assert {s["session"] for s in val} == {AS_OF.isoformat()}
+    assert all(s["template"] in held_out for s in val)
+    assert {s["fact"] for s in val} <= {s["fact"] for s in train}  # the facts are trained, the words are new
+
+
+def test_validation_asks_grounded_and_closed_book(built):
+    _, val = built
+    assert {s["mode"] for s in val} == {"grounded", "closed_book"}
+    closed = [s for s in val if s["mode"] == "closed_book"]
+    assert {s["family"] for s in closed} == set(CLOSED_BOOK_FAMILIES)
+    grounded_facts = {s["fact"] for s in val if s["mode"] == "grounded"}
+    assert {s["fact"] for s in closed} <= grounded_facts
+
+
+def test_a_grounded_sample_asks_with_the_system_prompt_and_a_data_sheet(built):
+    samples = Config().samples
+    for sample in (s for s in built[0] + built[1] if s["mode"] == "grounded"):
+        system, user = sample["messages"][0]["content"], _question(sample)
+        assert system == samples.system_prompt, sample["id"]
+        question, rest = user.split("\n\n", 1)
+        sheet, again = rest.rsplit("\n\n", 1)
+        assert question.startswith("Question: ") and again == question, sample["id"]
+        assert sheet.startswith(("Data sheet: ", "Market data sheet")), sample["id"]
+
+
+def test_a_closed_book_sample_asks_with_the_closed_book_prompt_and_no_sheet(built):
+    samples = Config().samples
+    closed = [s for s in built[0] + built[1] if s["mode"] == "closed_book"]
+    assert closed and {s["session"] for s in closed} == {AS_OF.isoformat()}
+    for sample in closed:
+        assert sample["messages"][0]["content"] == samples.closed_book_system_prompt, sample["id"]
+        assert "Data sheet" not in _question(sample) and "Question: " not in _question(sample), sample["id"]
+
+
+def test_every_sample_has_the_documented_schema(built):
+    keys = {"id", "fact", "family", "template", "phrase", "mode", "tickers", "session", "today", "split",
+            "messages", "truth"}
+    for split, samples in zip(("train", "val"), built):
+        for sample in samples:
+            assert set(sample) == keys, sample["id"]
+            assert sample["split"] == split and sample["mode"] in ("grounded", "closed_book")
+            assert sample["id"].startswith(sample["fact"] + "/") and sample["fact"].startswith(sample["family"] + "/")
+            assert sample["template"].startswith(sample["family"] + ".")
+            assert sample["session"] <= sample["today"], sample["id"]
+
+
+def test_older_sessions_are_trained_grounded_with_a_phrase_that_names_their_day(built):
+    train, val = built
+    older = [s for s in train if s["session"] != AS_OF.isoformat()]
+    assert older and not [s for s in val if s["session"] != AS_OF.isoformat()]
+    for sample in older:
+        assert sample["mode"] == "grounded" and sample["phrase"] in DATED, sample["id"]
+        named = find_day(_asked(sample), date.fromisoformat(sample["today"]))
+        assert named is not None and named.day.isoformat() == sample["session"], (sample["id"], _asked(sample))
+
+
+def test_every_grounded_question_re_grounds_to_its_own_tickers_session_and_prompt(built):
     cfg = Config()
-    recent = sorted({s["session"] for s in val if s["family"].startswith("prompt_")})
-    assert len(recent) == cfg.samples.val_recent_sessions and recent[-1] == AS_OF.isoformat()
-    assert all(s["session"] < recent[0] for s in train if s["family"].startswith("prompt_"))
-    assert {s["session"] for s in val if not s["family"].startswith("prompt_")} == {AS_OF.isoformat()}
-    assert all("latest" in _question(s) or s["family"] == "session" or s["family"].startswith("prompt_") for s in val)
+    view = MarketView.from_bars(select_window(synthetic_bars(DEFAULT_UNIVERSE), cfg, AS_OF), cfg.market.tickers)
+    for sample in (s for s in built[0] + built[1] if s["mode"] == "grounded"):
+        g = ground(_asked(sample), view, date.fromisoformat(sample["today"]))
+        assert g.refusal is None and g.session.isoformat() == sample["session"], (sample["id"], g.refusal)
+        if sample["family"] == "market_summary":
+            assert g.kind == "market", sample["id"]
+        else:
+            assert sorted(g.symbols) == sorted(sample["tickers"]), sample["id"]  # compare may name them either way
+        assert grounded_prompt(_asked(sample), g) == _question(sample), sample["id"]
 
 
-def test_older_sessions_are_asked_with_their_date(built):
-    older = [s for s in built[0] if s["session"] != AS_OF.isoformat() and not s["family"].startswith("prompt_")]
-    assert older and all("2026" in _question(s) for s in older)
+def _as_written(truth: dict) -> list[str]:
+    """How a data sheet may write a truth value."""
+    value, kind = truth["value"], truth["kind"]
+    if kind in ("price", "points"):
+        return [format_level(value, "index" if kind == "points" else "stock")]
+    if kind == "volume":
+        return [f"{round(value):,}"]
+    return [format_change(value), f"{value:.2f}%"]  # a change, or a magnitude (volatility)
+
+
+def test_every_number_of_a_grounded_answer_is_stated_in_its_data_sheet(built):
+    for sample in (s for s in built[0] + built[1] if s["mode"] == "grounded"):
+        sheet = _question(sample).rpartition("\n\nQuestion: ")[0]
+        for truth in sample["truth"]:
+            if truth["kind"] == "count":  # window lengths (5 sessions, 52 weeks) are words of the question
+                continue
+            assert any(re.search(re.escape(w) + r"(?![\d,])", sheet) for w in _as_written(truth)), (
+                sample["id"], truth, sheet)
+
+
+def test_two_builds_write_byte_identical_files(built, tmp_path: Path):
+    again = build_samples_from_bars(tmp_path, synthetic_bars(DEFAULT_UNIVERSE), Config(), AS_OF)
+    assert again.train_path.read_bytes() == jsonl_bytes(built[0])
+    assert again.val_path.read_bytes() == jsonl_bytes(built[1])
+
+
+def _template_pattern(text: str) -> re.Pattern[str]:
+    """A template as a pattern of the questions it can fill: any text for a slot, spaces optional."""
+    literal = [re.escape(part).replace(r"\ ", r"\s*") for part in re.split(r"\{\w+\}", text)]
+    return re.compile(r"\s*(?:.*?)\s*".join(literal), re.DOTALL)
+
+
+def test_no_training_question_uses_a_held_out_phrasing(built):
+    train, val = built
+    held_out = {t.id for ts in VAL_TEMPLATES.values() for t in ts}
+    assert not {s["template"] for s in train} & held_out
+    assert not {_asked(s) for s in train} & {_asked(s) for s in val}
+    patterns = {t.id: _template_pattern(t.text) for ts in VAL_TEMPLATES.values() for t in ts}
+    for question in {_asked(s) for s in train}:
+        assert not [i for i, p in patterns.items() if p.fullmatch(question)], question
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+HANDWRITTEN = Path(__file__).resolve().parents[2] / "benchmarks" / "questions" / "handwritten.jsonl"
+
+
+def handwritten_questions() -> set[str]:
+    return {_normalised(json.loads(line)["question"]) for line in HANDWRITTEN.read_text().splitlines() if line.strip()}
+
+
+def test_no_hand_written_benchmark_question_is_a_sample_question(built):
+    benchmark = handwritten_questions()
+    assert benchmark
+    asked = {_normalised(_asked(s)) for s in built[0] + built[1]}
+    assert not asked & benchmark, sorted(asked & benchmark)[:5]
 
 
 def test_truth_lists_every_number_of_each_answer_in_order(built):
@@ -127,16 +254,31 @@ def test_indices_are_in_points_and_zero_volume_indices_get_no_volume_figures(bui
     assert volume_tickers == {t.symbol for t in DEFAULT_UNIVERSE} - ZERO_VOLUME
 
 
-def test_cap_subsamples_every_family_deterministically_latest_session_first():
-    bars, cfg = synthetic_bars(DEFAULT_UNIVERSE), Config.model_validate(
-        {"samples": {"max_train_samples": 220, "max_val_samples": 40}})
-    train, val = build_sample_set(bars, cfg, AS_OF)
-    assert (len(train), len(val)) == (220, 40)
-    assert {s["family"] for s in train} == set(FAMILIES) == {s["family"] for s in val}
-    assert max(Counter(s["family"] for s in train).values()) <= 220 // len(FAMILIES) + 1
-    close = [s for s in train if s["family"] == "close"]  # 20 slots; 12 facts asked in validation
-    assert {s["tickers"][0] for s in close if "latest" in _question(s)} == {t.symbol for t in DEFAULT_UNIVERSE}
-    assert (train, val) == build_sample_set(bars, cfg, AS_OF)
+CAPPED = {"samples": {"max_train_samples": 220, "max_val_samples": 40}}
+
+
+@pytest.fixture(scope="module")
+def capped() -> tuple[list[dict], list[dict]]:
+    return build_sample_set(synthetic_bars(DEFAULT_UNIVERSE), Config.model_validate(CAPPED), AS_OF)
+
+
+def test_cap_subsamples_grounded_training_samples_of_every_family_newest_facts_first(capped):
+    train, val = capped
+    grounded = [s for s in train if s["mode"] == "grounded"]
+    assert (len(grounded), len(val)) == (220, 40)
+    assert {s["family"] for s in grounded} == set(FAMILIES) == {s["family"] for s in val}
+    assert max(Counter(s["family"] for s in grounded).values()) <= 220 // len(FAMILIES) + 1
+    close = [s for s in grounded if s["family"] == "close"]  # ~14 slots: first the 12 newest facts, once each
+    assert {s["tickers"][0] for s in close if s["session"] == AS_OF.isoformat()} == {t.symbol for t in DEFAULT_UNIVERSE}
+
+
+def test_cap_keeps_every_closed_book_training_sample(built, capped):
+    closed = [s for s in capped[0] if s["mode"] == "closed_book"]
+    assert closed and closed == [s for s in built[0] if s["mode"] == "closed_book"]
+
+
+def test_a_capped_build_is_deterministic(capped):
+    assert capped == build_sample_set(synthetic_bars(DEFAULT_UNIVERSE), Config.model_validate(CAPPED), AS_OF)
 
 
 def test_cap_smaller_than_the_number_of_families_fails():
@@ -174,9 +316,23 @@ def test_no_hand_rolled_instruction_format(built):
         assert "###" not in text and "### Instruction" not in text
 
 
-def test_conversations_are_short_enough_for_a_512_token_context(built):
-    # ~3.5 characters per token for these texts with a 49k-vocabulary BPE (SmolLM2): 1,400 chars < 512.
-    assert max(sum(len(m["content"]) for m in s["messages"]) for s in built[0] + built[1]) < 1400
+@pytest.mark.slow
+def test_every_conversation_fits_the_max_length_of_the_cpu_and_gpu_profiles(built):
+    # The real SmolLM2 tokenizer (loaded from the embedded GGUF, ~10 s): the tiny test tokenizer's
+    # 400-token vocabulary needs ~1.6x the tokens, so it cannot stand in for a length budget.
+    # The longest conversations need ~650 tokens. Tokens grow with characters for these texts, so
+    # the 300 longest by characters include the longest in tokens.
+    from transformers import AutoTokenizer
+
+    from tasks.base_model import find_embedded_gguf
+
+    gguf = find_embedded_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    longest = sorted(built[0] + built[1], key=lambda s: -sum(len(m["content"]) for m in s["messages"]))[:300]
+    needed = max(len(tokenize_conversation(tokenizer, s["messages"], max_length=4096)["input_ids"]) for s in longest)
+    for profile in ("cpu", "gpu"):
+        limit = load_config(profile).training.max_length
+        assert needed <= limit, f"{profile} profile: max_length {limit} < {needed} tokens of the longest conversation"
 
 
 def _small_config(**samples) -> Config:
@@ -188,7 +344,8 @@ def test_sample_files_are_written_hashed_and_reused_when_unchanged(tmp_path: Pat
     first = build_samples_from_bars(tmp_path, bars, _small_config(), AS_OF)
     assert first.dir == tmp_path / "samples" / AS_OF.isoformat() and first.session == AS_OF
     assert read_jsonl(first.train_path)[0]["split"] == "train" and len(read_jsonl(first.val_path)) == first.n_val
-    assert sum(n["train"] for n in first.counts.values()) == first.n_train == 150
+    assert sum(n["train"] for n in first.counts.values()) == first.n_train
+    assert sum(s["mode"] == "grounded" for s in read_jsonl(first.train_path)) == 150
     assert first.data_window["TCS.NS"][1] == AS_OF.isoformat()
     meta = json.loads((first.dir / "samples.json").read_text())
     assert meta["config"]["samples"]["max_train_samples"] == 150 and meta["content_hash"] == first.content_hash

@@ -14,7 +14,10 @@ import pytest
 from tasks.config import DEFAULT_UNIVERSE, Config, MarketConfig, TickerSpec
 from tasks.market_data import load_bars, resolve_session
 from tasks.market_data import commit_staged, stage_new_bars  # plain functions under the Prefect tasks
-from tasks.samples import build_sample_set, build_samples, build_samples_from_bars, read_jsonl
+from tasks.answering.ground import MarketView, ground
+from tasks.sample_families import FAMILIES
+from tasks.samples import build_sample_set, build_samples, build_samples_from_bars, read_jsonl, select_window
+from tests.tasks.test_samples import handwritten_questions
 
 AS_OF = date(2019, 11, 29)
 PREVIOUS = date(2019, 11, 28)
@@ -89,7 +92,7 @@ Columns = dict[str, np.ndarray]
 
 def as_columns(bars: dict[str, pd.DataFrame]) -> dict[str, Columns]:
     """Per ticker, numpy arrays of the sessions and each column (fast to slice per sample)."""
-    return {s: {"session": b.index.to_numpy(), **{c: b[c].to_numpy() for c in ("high", "low", "close", "volume")}}
+    return {s: {"session": b.index.to_numpy(), **{c: b[c].to_numpy() for c in ("open", "high", "low", "close", "volume")}}
             for s, b in bars.items()}
 
 
@@ -99,8 +102,9 @@ class Recompute:
     def __init__(self, columns: dict[str, Columns], cfg: Config, sample: dict):
         self.columns, self.sample, self.cfg = columns, sample, cfg
         self.session = np.datetime64(sample["session"], "ns")
-        self.bars = {s: self.upto(s) for s in sample["tickers"]}
-        self.one = self.bars[sample["tickers"][0]]
+        tickers = [s for s in sample["tickers"] if s != "market"]
+        self.bars = {s: self.upto(s) for s in tickers}
+        self.one = self.bars[tickers[0]] if tickers else None
 
     def upto(self, symbol: str) -> Columns:
         col = self.columns[symbol]
@@ -111,13 +115,26 @@ class Recompute:
         c, h, lo, v = (self.one[k] for k in ("close", "high", "low", "volume"))
         return [c[-1], 100 * (c[-1] / c[-2] - 1), h[-1], lo[-1], *([v[-1]] if v[-1] > 0 else [])]
 
+    def change(self) -> list[float]:
+        c = self.one["close"]
+        return [100 * (c[-1] / c[-2] - 1), c[-2], c[-1]]
+
+    def open(self) -> list[float]:
+        return [self.one["open"][-1]]
+
+    def prev_close(self) -> list[float]:
+        return [self.one["close"][-2]]
+
+    def day_range(self) -> list[float]:
+        return [self.one["low"][-1], self.one["high"][-1]]
+
     def volume(self) -> list[float]:
         v = self.one["volume"][-20:]
         return [v[-1], 100 * (v[-1] / v.mean() - 1), 20, v.mean()]
 
     def performance(self, n: int) -> list[float]:
         c = self.one["close"]
-        return [n, 100 * (c[-1] / c[-1 - n] - 1), c[-1 - n], c[-1]]
+        return [n, 100 * (c[-1] / c[-1 - n] - 1), c[-1]]
 
     def volatility(self) -> list[float]:
         c = self.one["close"][-21:]
@@ -129,34 +146,43 @@ class Recompute:
         s10, s20 = c[-10:].mean(), c[-20:].mean()
         return [c[-1], 10, s10, 100 * (c[-1] / s10 - 1), 20, s20, 100 * (c[-1] / s20 - 1)]
 
+    def _year(self) -> tuple[list[float], float, float]:
+        """The span's counts (52 weeks, or the sessions of a shorter history), the high and the low."""
+        start = self.session - np.timedelta64(364, "D")
+        year = self.one["session"] > start
+        full = self.one["session"][0] <= start + np.timedelta64(7, "D")
+        return ([52] if full else [int(year.sum()), 52]), self.one["high"][year].max(), self.one["low"][year].min()
+
     def range_52w(self) -> list[float]:
-        year = self.one["session"] > self.session - np.timedelta64(364, "D")
-        hi, lo, c = self.one["high"][year].max(), self.one["low"][year].min(), self.one["close"][-1]
-        return [52, lo, hi, c, 100 * (c / hi - 1), 100 * (c / lo - 1)]
+        span, hi, lo = self._year()
+        c = self.one["close"][-1]
+        return [*span, lo, hi, c, 100 * (c / hi - 1), 100 * (c / lo - 1)]
+
+    def high_52w(self) -> list[float]:
+        span, hi, _ = self._year()
+        return [*span, hi]
+
+    def low_52w(self) -> list[float]:
+        span, _, lo = self._year()
+        return [*span, lo]
 
     def compare(self, n: int) -> list[float]:
         a, b = (self.bars[s]["close"] for s in self.sample["tickers"])
-        ra, rb = 100 * (a[-1] / a[-1 - n] - 1), 100 * (b[-1] / b[-1 - n] - 1)
-        return [n, ra, rb, abs(ra - rb)]
+        return [n, 100 * (a[-1] / a[-1 - n] - 1), 100 * (b[-1] / b[-1 - n] - 1)]
 
     def day_change(self, symbol: str) -> float:
         c = self.upto(symbol)["close"]
         return 100 * (c[-1] / c[-2] - 1)
 
     def market_summary(self) -> list[float]:
-        named_stocks = [s for s in self.sample["tickers"] if not s.startswith("^")]
-        trading = [t.symbol for t in self.cfg.market.tickers
-                   if not t.symbol.startswith("^") and self.upto(t.symbol)["session"][-1] == self.session]
-        best = sorted(trading, key=lambda s: -self.day_change(s))
-        assert named_stocks == best[:2] + best[:-3:-1]  # the top 2 gainers, then the top 2 losers
-        return [x for s in self.sample["tickers"] for x in (self.bars[s]["close"][-1], self.day_change(s))]
-
-    def prompt_change(self, n: int) -> list[float]:
-        c = self.one["close"][-n:]
-        return [c[0], c[-1], 100 * (c[-1] / c[0] - 1)]
-
-    def prompt_sma(self, n: int) -> list[float]:
-        return [n, self.one["close"][-n:].mean()]
+        """Indices in universe order, then the top 2 gainers and the top 2 losers (worst first);
+        with 6 or fewer stocks, every stock by change."""
+        trading = [t for t in self.cfg.market.tickers
+                   if len(self.upto(t.symbol)["session"]) >= 2 and self.upto(t.symbol)["session"][-1] == self.session]
+        indices = [t.symbol for t in trading if t.kind == "index"]
+        stocks = sorted((t.symbol for t in trading if t.kind != "index"), key=lambda s: (-self.day_change(s), s))
+        named = indices + (stocks if len(stocks) <= 6 else stocks[:2] + stocks[:-3:-1])
+        return [x for s in named for x in (self.upto(s)["close"][-1], self.day_change(s))]
 
 
 def expected_figures(columns: dict[str, Columns], cfg: Config, sample: dict, shown: list[str]) -> list[float]:
@@ -164,37 +190,25 @@ def expected_figures(columns: dict[str, Columns], cfg: Config, sample: dict, sho
     if family in ("performance", "compare"):
         assert shown[0] in ("1", "3", "5", "7", "10", "20")
         return getattr(calc, family)(int(shown[0]))
-    if family.startswith("prompt_"):
-        listed = len(re.findall(r"^\d{4}-\d\d-\d\d: ", sample["messages"][1]["content"], flags=re.M))
-        return getattr(calc, family)(listed)
     if family == "session":
         return []
     return getattr(calc, family)()
 
 
-def fact_of(sample: dict, shown: list[str]) -> tuple:
-    """What an answer is about: samples that share it (paraphrases) share their figures."""
-    return (sample["family"], tuple(sample["tickers"]), sample["session"], tuple(shown[:1]),
-            sample["messages"][1]["content"].count("\n"))
-
-
 def test_every_answer_number_rederives_from_the_bars_for_all_recorded_tickers(stored_bars, all_tickers):
     cfg, train, val = all_tickers
     names = [t.name for t in cfg.market.tickers]
-    assert {s["family"] for s in train} >= {"close", "volume", "performance", "volatility", "trend",
-                                            "range_52w", "compare", "market_summary", "prompt_change", "prompt_sma"}
+    assert {s["family"] for s in train} == set(FAMILIES)
     columns, computed = as_columns(stored_bars), {}
     for sample in train + val:
         answer = sample["messages"][2]["content"]
         shown = numbers(answer, names)
-        key = fact_of(sample, shown)
-        if key not in computed:
-            computed[key] = expected_figures(columns, cfg, sample, shown)
-        expected = computed[key]
+        if sample["fact"] not in computed:  # samples of one fact (phrasings, modes) share one answer
+            computed[sample["fact"]] = expected_figures(columns, cfg, sample, shown)
+        expected = computed[sample["fact"]]
         assert len(shown) == len(expected), (sample["id"], answer, expected)
         for got, want in zip(shown, expected):
-            # Two decimals: within one unit of the last place (float rounding at .005, and prompt
-            # families compute from the closes as rounded in the prompt); whole numbers: volumes.
+            # Two decimals: within one unit of the last place (float rounding at .005); whole numbers: volumes.
             tolerance = 0.0101 if "." in got else 0.5
             assert abs(value(got) - want) <= tolerance + 1e-9 * abs(want), (sample["id"], answer, got, want)
 
@@ -240,12 +254,12 @@ def test_moving_as_of_back_one_session_removes_every_fact_of_that_session(record
                    for s in SUBSET}
     assert {s["session"] for s in train + val} <= {d.date().isoformat() for d in recorded["^NSEI"].index
                                                     if d <= pd.Timestamp(PREVIOUS)}
-    latest = [s for s in train + val if s["session"] == PREVIOUS.isoformat() and "latest" in s["id"]]
-    assert latest and all("28 November 2019" in s["messages"][2]["content"] for s in latest if s["family"] == "close")
+    newest = [s for s in train + val if s["session"] == PREVIOUS.isoformat() and s["family"] == "close"]
+    assert newest and all("28 November 2019" in s["messages"][2]["content"] for s in newest)
     for sample in train + val:
         text = sample["messages"][1]["content"] + sample["messages"][2]["content"]
         assert "29 November 2019" not in text and "2019-11-29" not in text
-        for symbol in sample["tickers"]:
+        for symbol in set(sample["tickers"]) & set(SUBSET):
             close = f"{removed[symbol].close:,.2f}"
             if close not in seen_before[symbol]:  # the same figure on an earlier bar is no leak
                 assert close not in text, (sample["id"], close)
@@ -256,6 +270,26 @@ def test_stock_bars_with_a_null_row_and_differing_end_dates_still_build(recorded
     cfg = config_for(["^BSESN", "TCS.NS"])
     train, val = build_sample_set(recorded, cfg, date(2019, 12, 31))
     assert max(s["session"] for s in train) == "2019-12-31"  # TCS trades on; SENSEX stops at 12-27
-    bsesn = [s for s in train + val if s["tickers"] == ["^BSESN"] and s["family"] == "session"]
-    assert bsesn and all("Friday, 27 December 2019" in s["messages"][2]["content"] for s in bsesn)
-    assert not np.isnan([t["value"] for s in train for t in s["truth"]]).any()
+    bsesn = [s for s in train + val if s["tickers"] == ["^BSESN"]]
+    assert bsesn and max(s["session"] for s in bsesn) == "2019-12-27"
+    assert "2019-10-27" not in {s["session"] for s in train + val}  # the null (Muhurat) row
+    assert not np.isnan([t["value"] for s in train + val for t in s["truth"]]).any()
+
+
+def test_no_hand_written_benchmark_question_is_a_question_of_the_recorded_build(all_tickers):
+    _, train, val = all_tickers
+    benchmark = handwritten_questions()
+    asked = {" ".join(s["messages"][1]["content"].rpartition("\n\nQuestion: ")[2].lower().split())
+             for s in train + val}
+    assert not asked & benchmark, sorted(asked & benchmark)[:5]
+
+
+def test_every_grounded_question_of_the_recorded_build_re_grounds_to_its_tickers_and_session(stored_bars, all_tickers):
+    cfg, train, val = all_tickers
+    view = MarketView.from_bars(select_window(stored_bars, cfg, AS_OF), cfg.market.tickers)
+    for sample in (s for s in train + val if s["mode"] == "grounded"):
+        question = sample["messages"][1]["content"].rpartition("\n\nQuestion: ")[2]
+        g = ground(question, view, date.fromisoformat(sample["today"]))
+        assert g.refusal is None and g.session.isoformat() == sample["session"], (sample["id"], question, g.refusal)
+        assert g.kind == "market" if sample["family"] == "market_summary" else sorted(g.symbols) == sorted(
+            sample["tickers"]), (sample["id"], question)

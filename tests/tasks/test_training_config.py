@@ -28,10 +28,10 @@ def test_cpu_profile_trains_plain_lora_in_fp32_within_the_demo_budget(tmp_path):
     assert build_bnb_config(t, "cpu") is None and t.base_model == "embedded:smollm2-135m-instruct"
     assert cfg.market.source == "yahoo" and cfg.samples.max_train_samples and cfg.samples.max_val_samples
     assert t.max_steps * t.per_device_train_batch_size <= cfg.samples.max_train_samples
-    assert t.max_steps % t.eval_steps == 0 and t.max_length == 384
+    assert t.max_steps % t.eval_steps == 0 and t.max_length == 768  # a data sheet and its question: ~650 tokens
     args = build_sft_config(cfg, tmp_path, compute_dtype=torch.float32, progress=False)
     assert not args.bf16 and not args.fp16 and not args.packing and not args.gradient_checkpointing
-    assert args.completion_only_loss is True and args.max_length == 384 and args.max_steps == t.max_steps
+    assert args.completion_only_loss is True and args.max_length == 768 and args.max_steps == t.max_steps
     assert args.eval_strategy == args.save_strategy == "steps" and args.eval_steps == args.save_steps == t.eval_steps
     assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss" and not args.greater_is_better
     assert args.eval_on_start and args.save_only_model and args.report_to == []
@@ -52,7 +52,7 @@ def test_gpu_profile_is_qlora_nf4_bf16_packed_without_checkpointing(tmp_path, mo
     assert args.packing and args.padding_free and args.packing_strategy == "bfd"
     # varlen flash attention over the packed conversations; batches padded to multiples of 64 tokens.
     assert t.attn_implementation == "varlen" and args.pad_to_multiple_of == 64
-    assert not args.gradient_checkpointing and args.max_length == 512
+    assert not args.gradient_checkpointing and args.max_length == 768
     assert args.per_device_train_batch_size >= 16 and args.per_device_eval_batch_size == 64
 
 
@@ -69,5 +69,23 @@ def test_laptop_profile_fits_4gb_and_picks_the_half_precision_the_card_has(tmp_p
     assert args.per_device_train_batch_size * args.max_length <= 8 * 512 and args.gradient_accumulation_steps == 2
     assert args.packing and args.padding_free and args.pad_to_multiple_of == 512
     assert args.gradient_checkpointing and args.gradient_checkpointing_kwargs == {"use_reentrant": False}
-    assert args.optim == "paged_adamw_8bit" and args.max_length == 512 and args.use_liger_kernel
+    assert args.optim == "paged_adamw_8bit" and args.max_length == 768 and args.use_liger_kernel
     assert cfg.training.load_in_4bit and cfg.training.bnb_4bit_quant_type == "nf4"
+
+
+def test_a_recorded_config_with_removed_fields_still_loads_with_new_defaults():
+    from tasks.config import recorded_config
+
+    old = Config().model_dump(mode="json")
+    old["samples"]["val_recent_sessions"] = 5  # removed with grounded answering
+    old["gate"].pop("max_accuracy_drop", None)
+    cfg = recorded_config(old)
+    assert not hasattr(cfg.samples, "val_recent_sessions")
+    assert cfg.gate.max_accuracy_drop == Config().gate.max_accuracy_drop
+    assert cfg.samples.closed_book_system_prompt == Config().samples.closed_book_system_prompt
+
+
+def test_a_ticker_alias_in_the_config_is_kept():
+    cfg = Config.model_validate({"market": {"tickers": [
+        {"symbol": "TCS.NS", "name": "TCS", "kind": "stock", "aliases": ["Tata Consultancy"]}]}})
+    assert cfg.market.tickers[0].aliases == ["Tata Consultancy"]

@@ -40,6 +40,7 @@ references: list of lists of {"value": float, "kind": "price"|"points"|"pct"|"vo
 families (optional kwarg): one family name per answer, for the per-family shares.
 price_tolerance: relative tolerance of prices, points and volumes (default 0.005).
 pct_tolerance: absolute tolerance of percentages in points (default 0.1).
+ordered: match reference numbers in order (default True); False matches them in any order.
 Returns accuracy (None when there are no reference numbers), n_numbers, n_correct,
 per_family {family: share}, per_sample [share or None].
 """
@@ -70,9 +71,23 @@ def within_tolerance(predicted: float, truth: float, kind: str, price_tolerance:
     raise ValueError(f"unknown number kind {kind!r}; expected one of {RELATIVE_KINDS + ('pct', 'count')}")
 
 
-def count_correct(answer: str, truth: list[dict], price_tolerance: float, pct_tolerance: float) -> int:
-    """How many reference numbers the answer states, matched in order (see the module docstring)."""
-    numbers = [value for value, _ in parse_numbers(answer)]
+def count_correct(answer: str, truth: list[dict], price_tolerance: float, pct_tolerance: float,
+                  ordered: bool = True) -> int:
+    """How many reference numbers the answer states, matched in order (see the module docstring).
+    `ordered=False` (questions whose wording fixes no order, such as the hand-written set): each
+    reference number takes any unused answer number within tolerance, a percentage only a number
+    written with %, anything else only a number written without."""
+    found = parse_numbers(answer)
+    if not ordered:
+        used: set[int] = set()
+        for item in truth:
+            for j, (value, is_pct) in enumerate(found):
+                if j not in used and is_pct == (item["kind"] == "pct") and within_tolerance(
+                        value, float(item["value"]), item["kind"], price_tolerance, pct_tolerance):
+                    used.add(j)
+                    break
+        return len(used)
+    numbers = [value for value, _ in found]
     correct, start = 0, 0
     for item in truth:
         for j in range(start, len(numbers)):
@@ -93,13 +108,14 @@ class NumberAccuracy(evaluate.Metric):
             }),
         )
 
-    def _compute(self, predictions, references, families=None, price_tolerance=0.005, pct_tolerance=0.1):
+    def _compute(self, predictions, references, families=None, price_tolerance=0.005, pct_tolerance=0.1,
+                 ordered=True):
         if families is not None and len(families) != len(predictions):
             raise ValueError(f"families has {len(families)} entries for {len(predictions)} predictions")
         totals, hits, per_sample = defaultdict(int), defaultdict(int), []
         for i, (answer, truth) in enumerate(zip(predictions, references)):
             family = families[i] if families is not None else "all"
-            correct = count_correct(answer or "", truth, price_tolerance, pct_tolerance)
+            correct = count_correct(answer or "", truth, price_tolerance, pct_tolerance, ordered)
             totals[family] += len(truth)
             hits[family] += correct
             per_sample.append(correct / len(truth) if truth else None)

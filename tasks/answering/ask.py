@@ -1,0 +1,93 @@
+"""Answer a question with the promoted adapter (or a named version): grounded in the market store
+by default, closed-book on request.
+
+    answer = ask(home, "What did RIL close at yesterday?")
+    answer.text, answer.version, answer.session, answer.grounding.sheet
+    ask(home, "What did RIL close at?", closed_book=True)       # from what the adapter learned
+
+Grounded: the question's ticker(s) and session are resolved (tasks.answering.ground), their data
+sheet goes into the prompt as in training, and the answer is generated from it. A question about a
+ticker or a session the store does not hold is answered with that statement and no figure: the
+model is not called. `today` (default: today in Asia/Kolkata) is the day the question is asked,
+for "yesterday" or "last Friday".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from tasks.answering.ground import Grounding, MarketView, ground, grounded_prompt
+from tasks.calendar import IST
+from tasks.config import Config, recorded_config
+
+DEFAULT_MAX_NEW_TOKENS = 320
+"""Enough for the longest answer (a market summary, ~220 tokens)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer, who gave it and what it is based on."""
+
+    text: str
+    version: str
+    """The registry version that answered (or would have, for a refusal)."""
+    grounding: Grounding | None
+    """None for a closed-book answer."""
+
+    @property
+    def session(self) -> date | None:
+        return self.grounding.session if self.grounding else None
+
+    @property
+    def refused(self) -> bool:
+        return self.grounding is not None and self.grounding.refusal is not None
+
+
+def market_view(home: Path, cfg: Config) -> MarketView:
+    """The store's bars of the adapter's universe (tickers the store does not hold are left out)."""
+    from tasks.market_store import bars_path, load_bars
+
+    bars = {spec.symbol: load_bars(home, spec.symbol) for spec in cfg.market.tickers
+            if bars_path(home, spec.symbol).is_file()}
+    return MarketView.from_bars(bars, cfg.market.tickers)
+
+
+def today_in_india() -> date:
+    return datetime.now(IST).date()
+
+
+def prompt_for(question: str, cfg: Config, view: MarketView | None, today: date) -> tuple[list[dict], Grounding | None]:
+    """The conversation to generate from, and the grounding (None when closed-book)."""
+    if view is None:
+        return [{"role": "system", "content": cfg.samples.closed_book_system_prompt},
+                {"role": "user", "content": question}], None
+    grounding = ground(question, view, today)
+    if grounding.refusal:
+        return [], grounding
+    return [{"role": "system", "content": cfg.samples.system_prompt},
+            {"role": "user", "content": grounded_prompt(question, grounding)}], grounding
+
+
+def ask(home: str | Path, question: str, version: str | None = None, *, closed_book: bool = False,
+        today: date | None = None, max_new_tokens: int | None = None, loaded: Any = None) -> Answer:
+    """A greedy answer from the champion (or `version`); see the module docstring. `loaded`: a
+    (model, tokenizer, VersionInfo) from `adapters_registry.load_promoted`, to answer many questions."""
+    from adapters_registry import Registry, load_promoted
+    from adapters_registry.loading import NoChampionError
+
+    home = Path(home)
+    info = loaded[2] if loaded else (Registry(home).get(version) if version else Registry(home).champion())
+    if info is None:
+        raise NoChampionError(f"no promoted adapter in {home / 'registry'}; run the daily flow first")
+    cfg = recorded_config(info.manifest.lineage.config)
+    view = None if closed_book else market_view(home, cfg)
+    messages, grounding = prompt_for(question, cfg, view, today or today_in_india())
+    if grounding is not None and grounding.refusal:
+        return Answer(grounding.refusal, info.version, grounding)
+    model, tokenizer, info = loaded or load_promoted(home, info.version)
+    from tasks.evaluation import generate_answers
+
+    text = generate_answers(model, tokenizer, [messages], max_new_tokens or DEFAULT_MAX_NEW_TOKENS)[0]
+    return Answer(text, info.version, grounding)

@@ -1,0 +1,97 @@
+"""`ask` through a promoted tiny adapter: grounded in the market store by default, closed-book on
+request, and a refusal (a ticker or day the store does not hold) without touching the model."""
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import pytest
+
+import adapters_registry
+import tasks.evaluation
+from adapters_registry import Registry
+from tasks.answering import ask
+from tasks.answering.ground import grounded_prompt
+from tasks.base_model import hash_weight_files
+from tasks.config import Config
+from tasks.market_store import bars_path, write_bars
+from tests.adapters_registry.fakes import decision, lineage, make_lora_adapter
+from tests.tasks.test_samples_real import read_recorded_bars
+
+SESSION = date(2019, 11, 29)  # a Friday
+PRICE_LIKE = re.compile(r"₹|\d\.\d")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, tiny_model_dir, shared_market):
+    """A home with a promoted tiny adapter (default config) and TCS's recorded bars to SESSION."""
+    home = tmp_path_factory.mktemp("home")
+    adapter = make_lora_adapter(tiny_model_dir, tmp_path_factory.mktemp("run") / "adapter", seed=3)
+    fields = lineage(base_identity=str(tiny_model_dir), file_hash=hash_weight_files(tiny_model_dir))
+    Registry(home).register(adapter, fields, decision(True, "base"), promote=True)
+    frame = read_recorded_bars(shared_market / "TCS.NS.csv")
+    bars_path(home, "TCS.NS").parent.mkdir(parents=True, exist_ok=True)
+    write_bars(bars_path(home, "TCS.NS"), frame.loc[:"2019-11-29"].iloc[-300:], {}, "TCS.NS")
+    return home
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The conversations `ask` generates from; the model is loaded but not run."""
+    seen: list[list[dict]] = []
+
+    def fake_generate(model, tokenizer, conversations, max_new_tokens, *args, **kwargs):
+        seen.extend(conversations)
+        return ["an answer"] * len(conversations)
+
+    monkeypatch.setattr(tasks.evaluation, "generate_answers", fake_generate)
+    return seen
+
+
+def champion_version(home) -> str:
+    return Registry(home).champion().version
+
+
+@pytest.mark.parametrize("question,today", [
+    ("What did Wipro close at yesterday?", SESSION),     # a ticker the store does not hold
+    ("What did TCS close at on 1 December 2019?", date(2019, 12, 2)),  # a Sunday
+    ("What did TCS close at on 2015-01-05?", SESSION),   # before the store's data
+])
+def test_a_refusal_neither_loads_nor_runs_the_model_and_states_no_price(home, monkeypatch, question, today):
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was used for a refusal")
+
+    monkeypatch.setattr(adapters_registry, "load_promoted", fail)
+    monkeypatch.setattr(tasks.evaluation, "generate_answers", fail)
+    answer = ask(home, question, today=today)
+    assert answer.refused and answer.version == champion_version(home) and answer.session is None
+    assert answer.text == answer.grounding.refusal and not PRICE_LIKE.search(answer.text)
+
+
+def test_a_grounded_answer_carries_the_groundings_session_and_version(home, captured):
+    answer = ask(home, "What did TCS close at yesterday?", today=date(2019, 11, 30))
+    assert not answer.refused and answer.text == "an answer"
+    assert answer.session == SESSION and answer.version == champion_version(home)
+    assert answer.grounding.symbols == ("TCS.NS",) and "Friday, 29 November 2019" in answer.grounding.sheet
+
+
+def test_a_grounded_question_is_asked_with_the_system_prompt_and_its_data_sheet(home, captured):
+    answer = ask(home, "What did TCS close at?", today=date(2019, 12, 3))
+    samples = Config().samples
+    assert answer.session == SESSION  # the latest session the store holds
+    assert captured == [[{"role": "system", "content": samples.system_prompt},
+                         {"role": "user", "content": grounded_prompt("What did TCS close at?", answer.grounding)}]]
+
+
+def test_closed_book_uses_the_closed_book_system_prompt_and_no_sheet(home, captured):
+    answer = ask(home, "What did TCS close at?", closed_book=True, today=date(2019, 12, 3))
+    samples = Config().samples
+    assert answer.grounding is None and answer.session is None and answer.text == "an answer"
+    assert captured == [[{"role": "system", "content": samples.closed_book_system_prompt},
+                         {"role": "user", "content": "What did TCS close at?"}]]
+    assert samples.closed_book_system_prompt != samples.system_prompt
+
+
+def test_closed_book_answers_even_a_ticker_the_store_does_not_hold(home, captured):
+    answer = ask(home, "What did Wipro close at?", closed_book=True)
+    assert not answer.refused and len(captured) == 1
