@@ -23,7 +23,8 @@ from .atomic import copy_file_durably, fsync_dir, sha256_file, write_atomic
 from .format import (ADAPTER_WEIGHTS, CHAMPION_EVENTS, CHAMPION_FILE, CHAMPION_TEMP_PREFIX, FORMAT_FILE, FORMAT_TEXT,
                      FORMAT_VERSION, MANIFEST_FILE, STAGING_DIR, TOKENIZER_FILES, VERSION_ID, VERSIONS_DIR,
                      ChampionPointer, DecisionRecord, FileRecord, LedgerEntry, Lineage, Manifest,
-                     RegistryIntegrityError, dump_record, format_version_id, version_seq)
+                     RegistryCorruptError, RegistryIntegrityError, dump_record, format_version_id, version_seq)
+from .consistency import PointerCheck, check_pointer, last_move
 from .lock import RegistryLock
 from .queries import RegistryView, VersionInfo
 from .verify import files_to_register, verify_version_dir
@@ -87,52 +88,90 @@ class Registry(RegistryView):
         self.root.mkdir(parents=True, exist_ok=True)
         return RegistryLock(self.root, self.lock_timeout)
 
-    def _prepare(self) -> None:
-        """Under the lock: create the layout, clean up after a crashed writer."""
+    def _prepare(self, *, repairing: bool = False) -> None:
+        """Under the lock: create the layout, clean up after a crashed writer (what frees space
+        first), then bring the ledger up to date. A pointer the ledger does not vouch for stops
+        every writer but a rollback (`repairing`), which replaces it."""
         if not self._check_format():
             write_atomic(self.root / FORMAT_FILE, FORMAT_TEXT.encode())
         for sub in (STAGING_DIR, VERSIONS_DIR):
             (self.root / sub).mkdir(exist_ok=True)
         for leftover in (self.root / STAGING_DIR).iterdir():
             log.warning("removing %s left by an interrupted registry write", leftover)
-            shutil.rmtree(leftover)
+            shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
         for temp in [*self.root.glob(CHAMPION_TEMP_PREFIX + "*"), *self.root.glob(".*.tmp-*")]:
             log.warning("removing %s left by an interrupted atomic write", temp)
             temp.unlink()
         if self.ledger.repair():
             self._log("recover", "removed a torn last ledger line left by an interrupted write")
-        self._reconcile_ledger()
+        self._reconcile_ledger(repairing)
 
-    def _reconcile_ledger(self) -> None:
-        """Record what a crash kept out of the ledger: a version renamed in without its entry,
-        a pointer swap without its entry, a promotion decided but never carried out."""
+    def _reconcile_ledger(self, repairing: bool) -> None:
+        """Record what a crash kept out of the ledger (a version renamed in without its entry, a
+        pointer swap without its entry) and finish a promotion that was decided and logged but
+        killed before the pointer moved."""
         registered = {e.version for e in self.ledger.read() if e.event == "register"}
         for version in sorted(set(self._version_names()) - registered, key=version_seq):
             manifest = self.get(version).manifest
             self._log("register", f"recovered: interrupted before its ledger entry ({manifest.decision.reason})",
-                      version=version, decision=manifest.decision, previous=manifest.parent)
-        entries, pointer = self.ledger.read(), self.pointer()
-        moves = [e for e in entries if e.event in CHAMPION_EVENTS]
-        if pointer and (not moves or (moves[-1].version, moves[-1].time) != (pointer.version, pointer.since)):
-            self._log("promote", f"recovered: pointer moved before its ledger entry ({pointer.reason})",
+                      version=version, decision=manifest.decision, previous=manifest.parent,
+                      manifest_sha256=sha256_file(self.root / VERSIONS_DIR / version / MANIFEST_FILE))
+        try:
+            pointer = self.pointer()
+            check = check_pointer(pointer, self.ledger.read(), str(self.root / CHAMPION_FILE))
+        except RegistryCorruptError as exc:
+            pointer, check = None, PointerCheck("invalid", [str(exc)])
+        if check.state == "pending":
+            self._log(pointer.event, f"recovered: pointer moved before its ledger entry ({pointer.reason})",
                       version=pointer.version, previous=pointer.previous, time=pointer.since)
-            moves.append(LedgerEntry(time=pointer.since, event="promote", reason="", version=pointer.version))
-        settled = {e.version for e in moves} | {e.version for e in entries if e.event == "recover"}
-        for entry in entries:
-            if entry.event == "register" and entry.decision.promote and entry.version not in settled:
-                self._log("recover", f"{entry.version} was decided for promotion but the write was interrupted "
-                          f"before the pointer moved; the champion stays {pointer.version if pointer else None}",
-                          version=entry.version)
+        elif check.state == "invalid":
+            if repairing:
+                return  # the rollback replaces the pointer
+            raise RegistryCorruptError("; ".join(check.problems) + ". Nothing was written; repair with "
+                                       "`registry rollback VERSION --reason ...` or `--to-base`")
+        self._finish_decided_promotion()
+
+    def _finish_decided_promotion(self) -> None:
+        """The last registration decided `promote` and nothing moved since: a writer was killed
+        between its ledger line and the pointer swap. Carry the decision out if the champion is
+        still the one it was decided against and the version verifies; else say why not."""
+        entries = self.ledger.read()
+        registrations = [i for i, e in enumerate(entries) if e.event == "register"]
+        if not registrations or not entries[registrations[-1]].decision.promote:
+            return
+        decided = entries[registrations[-1]]
+        later = entries[registrations[-1] + 1:]
+        if any(e.event in CHAMPION_EVENTS or (e.event == "recover" and e.version == decided.version) for e in later):
+            return
+        champion = last_move(entries).version if last_move(entries) else None
+        problems = self.verify_version(decided.version, entries)
+        if champion == decided.previous and not problems:
+            self._move_pointer(decided.version, f"completed after an interrupted write: {decided.reason}", "promote")
+            log.warning("finished the promotion of %s decided before a crash", decided.version)
+            return
+        why = "; ".join(problems) or f"the champion is now {champion}, not {decided.previous}"
+        self._log("recover", f"{decided.version} was decided for promotion but the write was interrupted before the "
+                  f"pointer moved, and it cannot be carried out now ({why}); the champion stays {champion}",
+                  version=decided.version)
+
+    def recover(self) -> list[LedgerEntry]:
+        """Take the lock and clean up after any crashed writer (see `_prepare`); return the
+        ledger entries that recording and finishing its work added."""
+        with self._writing():
+            before = len(self.history())
+            self._prepare()
+            return self.history()[before:]
 
     def _log(self, event: str, reason: str, *, time: datetime | None = None, **fields: Any) -> None:
         self.ledger.append(LedgerEntry(time=time or _now(), event=event, reason=reason, pid=os.getpid(),
                                        host=socket.gethostname(), **fields))
 
-    def _move_pointer(self, version: str, reason: str, event: str) -> None:
-        """Swap champion.json atomically, then record the move in the ledger."""
-        previous = self.pointer()
-        pointer = ChampionPointer(format=FORMAT_VERSION, version=version, since=_now(), reason=reason,
-                                  previous=previous.version if previous else None)
+    def _move_pointer(self, version: str | None, reason: str, event: str) -> None:
+        """Swap champion.json atomically, then record the move in the ledger. `previous` is the
+        champion the ledger vouches for (not what a damaged pointer says)."""
+        last = last_move(self.ledger.read())
+        pointer = ChampionPointer(format=FORMAT_VERSION, version=version, since=_now(), reason=reason, event=event,
+                                  previous=last.version if last else None)
         write_atomic(self.root / CHAMPION_FILE, dump_record(pointer), temp_prefix=CHAMPION_TEMP_PREFIX,
                      before_replace=_pointer_checkpoint)
         self._log(event, reason, version=version, previous=pointer.previous, time=pointer.since)
@@ -156,7 +195,8 @@ class Registry(RegistryView):
                 raise ChampionChangedError(f"the decision was made against champion {expected_champion}, "
                                            f"but the champion is now {parent_id}; score again")
             version = self._stage_and_rename(sources, lineage, record, parent_id)
-            self._log("register", record.reason, version=version, decision=record, previous=parent_id)
+            self._log("register", record.reason, version=version, decision=record, previous=parent_id,
+                      manifest_sha256=sha256_file(self.root / VERSIONS_DIR / version / MANIFEST_FILE))
             _checkpoint("after-register-entry")
             if promote:
                 self._move_pointer(version, record.reason, "promote")
@@ -165,9 +205,24 @@ class Registry(RegistryView):
 
     def _stage_and_rename(self, sources: list[Path], lineage: Lineage, decision: DecisionRecord,
                           parent: str | None) -> str:
-        """Copy into staging/<uuid>, hash, write and check the manifest, rename into versions/."""
+        """Copy into staging/<uuid>, hash, write and check the manifest, rename into versions/.
+        On any error (a full disk, a changed source) the staging folder is removed."""
         staging = self.root / STAGING_DIR / uuid.uuid4().hex
         staging.mkdir()
+        try:
+            version = self._stage(staging, sources, lineage, decision, parent)
+            os.rename(staging, self.root / VERSIONS_DIR / version)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        fsync_dir(self.root / VERSIONS_DIR)
+        fsync_dir(self.root / STAGING_DIR)
+        _checkpoint("after-version-rename")
+        return version
+
+    def _stage(self, staging: Path, sources: list[Path], lineage: Lineage, decision: DecisionRecord,
+               parent: str | None) -> str:
+        """Fill `staging` with the files and their manifest; return the new version id."""
         files = {}
         for source in sources:
             before = sha256_file(source)
@@ -189,10 +244,6 @@ class Registry(RegistryView):
         problems = verify_version_dir(staging, version)
         if problems:
             raise RegistryIntegrityError(f"staged version {version} failed its check: {problems}")
-        os.rename(staging, self.root / VERSIONS_DIR / version)
-        fsync_dir(self.root / VERSIONS_DIR)
-        fsync_dir(self.root / STAGING_DIR)
-        _checkpoint("after-version-rename")
         return version
 
     def _next_seq(self) -> int:
@@ -202,23 +253,46 @@ class Registry(RegistryView):
         return max(used, default=0) + 1
 
     def rollback(self, version: str, reason: str) -> VersionInfo:
-        """Point the champion back at an earlier promoted version (verified first); logged."""
+        """Point the champion back at an earlier promoted version (verified first); logged.
+        Also the repair of a pointer the ledger does not vouch for."""
         if not reason.strip():
             raise ValueError("a rollback needs a reason")
         with self._writing():
-            self._prepare()
+            self._prepare(repairing=True)
             target = self.get(version)
             problems = self.verify_version(version)
             if problems:
-                raise RegistryIntegrityError(f"cannot roll back to {version}: {problems}")
-            current = self.pointer()
-            if current and current.version == version:
+                raise RegistryIntegrityError(f"cannot roll back to {version}: {problems}; "
+                                             f"`rollback --to-base` leaves no champion")
+            entries = self.ledger.read()
+            last = last_move(entries)
+            if last and last.version == version and self._pointer_is_sound(entries):
                 raise ValueError(f"{version} is already the champion")
-            was_champion = any(e.version == version for e in self.history() if e.event in CHAMPION_EVENTS)
+            was_champion = any(e.version == version for e in entries if e.event in CHAMPION_EVENTS)
             if not (target.promoted or was_champion):
                 raise ValueError(f"{version} was rejected by the gate and never champion; not rolling back to it")
             self._move_pointer(version, reason, "rollback")
         return target
+
+    def rollback_to_base(self, reason: str) -> None:
+        """Leave no champion: the base model answers and is the gate's baseline; logged. Works
+        whatever state the champion's files or the pointer are in."""
+        if not reason.strip():
+            raise ValueError("a rollback needs a reason")
+        with self._writing():
+            self._prepare(repairing=True)
+            entries = self.ledger.read()
+            last = last_move(entries)
+            if (last is None or last.version is None) and self._pointer_is_sound(entries):
+                raise ValueError(f"there is no champion in {self.root}: the base model already answers")
+            self._move_pointer(None, reason, "rollback")
+
+    def _pointer_is_sound(self, entries: list[LedgerEntry]) -> bool:
+        try:
+            pointer = self.pointer()
+        except RegistryCorruptError:
+            return False
+        return check_pointer(pointer, entries, str(self.root / CHAMPION_FILE)).state != "invalid"
 
     def prune(self, keep_promoted: int, keep_rejected: int) -> list[str]:
         """Delete all but the champion, the last `keep_promoted` promoted and the last
