@@ -21,6 +21,7 @@ from flows.fetch_market import fetch_and_commit
 from tasks import market_data, reporting
 from tasks.config import Config, load_config, resolve_home, select_tickers
 from tasks.evaluation import score_candidate
+from tasks.housekeeping import tidy_home
 from tasks.promotion import decide_promotion, existing_decision, register_candidate
 from tasks.runlock import run_lock
 from tasks.samples import build_sample_files
@@ -76,8 +77,11 @@ def daily_retrain(params: RetrainParameters = RetrainParameters()) -> reporting.
     if not session.is_session:
         return reporting.publish_skip(home, session, f"skipped: not a trading day ({session.reason})")
 
-    # One run at a time, also for runs started outside the deployment.
+    # One writer at a time, also for runs started outside the deployment; first clean up what
+    # killed runs left (and finish a promotion one decided), before anything can fill the disk.
     with run_lock(home):
+        for line in tidy_home(home, registry=not params.dry_run):
+            log.warning("cleaned up: %s", line)
         # 2. Idempotent per session: a decided session is a no-op unless forced.
         previous = existing_decision(home, session.session)
         if previous and not params.force:

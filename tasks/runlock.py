@@ -1,8 +1,16 @@
-"""One daily run at a time per runtime home, whoever starts it (deployment, CLI, backfill).
+"""One writer at a time per runtime home, whoever starts it (deployment, CLI, backfill).
 
-The deployment has a concurrency limit of 1, but `niftytune run`, a backfill or a second
-`niftytune serve` start the flow outside it; this lock covers them all. The holder writes who
-it is next to the lock, so a second run fails at once with a message naming the holder.
+Every command that writes a home holds this lock for its whole life: `fetch`, `samples`,
+`train`, `run`, `backfill` and `niftytune registry rollback` (the CLI takes it before any
+work), and the daily flow itself (for runs the deployment starts). So a run's store snapshot
+can only ever hold its own writes: a failed run never puts back data another command wrote.
+The registry's own `registry.lock` nests inside it; `python -m adapters_registry rollback`
+takes only that one, which is compatible: a run registers only against the champion it scored
+(`expected_champion`) and never restores registry files.
+
+The lock is re-entrant within a process (the CLI holds it, then the flow it runs takes it
+again). The holder writes who it is next to the lock, so a second writer fails at once with a
+message naming the holder. The OS releases the lock when the holder dies (flock).
 """
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,12 +26,17 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from tasks.market_store import atomic_write_bytes
+
 LOCK_FILE = "run.lock"
 HOLDER_FILE = "run.lock.holder.json"
 
+_held: dict[Path, int] = {}  # lock path -> depth, for this process
+_guard = threading.Lock()
+
 
 class RunInProgressError(RuntimeError):
-    """Another daily run holds this home's run lock."""
+    """Another niftytune command holds this home's lock."""
 
 
 def _holder(home: Path) -> str:
@@ -35,18 +49,46 @@ def _holder(home: Path) -> str:
 
 @contextmanager
 def run_lock(home: Path, timeout: float = 0.0) -> Iterator[None]:
-    """Hold the home's run lock for the block, or raise RunInProgressError naming the holder."""
-    lock = FileLock(str(home / LOCK_FILE), timeout=timeout)
+    """Hold the home's lock for the block (re-entrant in this process), or raise
+    RunInProgressError naming the holder."""
+    path = (Path(home) / LOCK_FILE).resolve()
+    with _guard:
+        if _held.get(path):
+            _held[path] += 1
+            nested = True
+        else:
+            nested = False
+    if nested:
+        try:
+            yield
+        finally:
+            with _guard:
+                _held[path] -= 1
+        return
+    with _acquired(Path(home), path, timeout):
+        yield
+
+
+@contextmanager
+def _acquired(home: Path, path: Path, timeout: float) -> Iterator[None]:
+    lock = FileLock(str(path), timeout=timeout, thread_local=False)
     try:
         lock.acquire()
     except Timeout:
         raise RunInProgressError(f"another niftytune run is in progress in {home}: {_holder(home)}; "
-                                 f"wait for it to finish (one run at a time per home)") from None
+                                 f"wait for it to finish (one writer at a time per home)") from None
+    with _guard:
+        _held[path] = 1
     try:
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)[:200]}
-        (home / HOLDER_FILE).write_text(json.dumps(info))
+        atomic_write_bytes(home / HOLDER_FILE, json.dumps(info).encode())
         yield
     finally:
+        with _guard:
+            _held.pop(path, None)
         (home / HOLDER_FILE).unlink(missing_ok=True)
         lock.release()
+
+
+home_lock = run_lock
