@@ -112,7 +112,7 @@ class RegistryView:
         registered = {e.version for e in entries if e.event == "register"}
         names = sorted((n for n in self._version_names() if VERSION_ID.match(n)), key=version_seq)
         unlogged = [n for n in names if n not in registered]
-        return unlogged[0] if unlogged == names[-1:] else None
+        return unlogged[0] if unlogged and unlogged == names[-1:] else None
 
     def _version_names(self) -> list[str]:
         folder = self.root / VERSIONS_DIR

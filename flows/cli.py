@@ -175,8 +175,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         base_revision=args.base_revision, max_steps=args.max_steps,
         max_train_samples=args.max_train_samples, min_delta=args.min_delta,
         force=args.force, dry_run=args.dry_run)
-    with writing(home, registry=not args.dry_run):
-        resolve_champion(home)  # a corrupt champion stops the run before it trains
+    # a corrupt champion stops the run before Prefect starts, not after training
+    with writing(home, registry=not args.dry_run, check=lambda: resolve_champion(home)):
         summary = daily_retrain(params)
     print(format_run_summary(summary))
     return 0
@@ -199,8 +199,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         tickers=args.tickers, profile=args.profile, base_model=args.base_model,
         base_revision=args.base_revision, max_steps=args.max_steps,
         max_train_samples=args.max_train_samples, min_delta=args.min_delta, force=args.force)
-    with writing(home):
-        resolve_champion(home)  # a corrupt champion stops the backfill before it trains
+    with writing(home, check=lambda: resolve_champion(home)):  # a corrupt champion stops it first
         rows = backfill(args.from_date, args.to_date, template)
     print(format_backfill_table(rows))
     return 0

@@ -196,10 +196,15 @@ def read_csv_file(path: Path, symbol: str) -> pd.DataFrame:
         return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except pd.errors.EmptyDataError:
         raise PermanentFetchError(symbol, f"{path}: empty file (no header line)") from None
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[:err.start].count(b"\n") + 1
-        raise PermanentFetchError(symbol, f"{path}, line {line}: not UTF-8 text ({err.reason} at byte "
-                                          f"{err.start})") from None
+    except UnicodeDecodeError:
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+            where = ""
+        except UnicodeDecodeError as err:  # pandas decodes in chunks: find the offset in the file
+            line = data[:err.start].count(b"\n") + 1
+            where = f", line {line} (byte {err.start}: {err.reason})"
+        raise PermanentFetchError(symbol, f"{path}{where}: not UTF-8 text") from None
     except (pd.errors.ParserError, ValueError) as err:
         raise PermanentFetchError(symbol, f"{path}: unreadable CSV ({err})") from None
 

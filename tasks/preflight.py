@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -74,11 +74,12 @@ def check_home(home: Path) -> None:
 
 
 @contextmanager
-def writing(home: Path, *, registry: bool = True, prefect: bool = True) -> Iterator[list[str]]:
+def writing(home: Path, *, registry: bool = True, prefect: bool = True,
+            check: Callable[[], Any] | None = None) -> Iterator[list[str]]:
     """For a command that writes `home`: check it is writable, hold its lock for the block,
-    clean up what killed writers left (before anything can fail on a full disk), and start
-    Prefect's temporary server as a child that dies with this process. Yields what the
-    cleanup removed or recorded."""
+    clean up what killed writers left (before anything can fail on a full disk), run `check`,
+    and start Prefect's temporary server as a child that dies with this process. Yields what
+    the cleanup removed or recorded."""
     from tasks.housekeeping import tidy_home
     from tasks.processes import start_ephemeral_prefect
     from tasks.runlock import run_lock
@@ -88,6 +89,8 @@ def writing(home: Path, *, registry: bool = True, prefect: bool = True) -> Itera
         tidied = tidy_home(home, registry=registry)
         for line in tidied:
             log.warning("cleaned up: %s", line)
+        if check is not None:
+            check()
         if prefect:
             start_ephemeral_prefect()
         yield tidied

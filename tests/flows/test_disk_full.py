@@ -1,0 +1,96 @@
+"""A full disk never wedges a home: a registration that hits ENOSPC removes its staging folder
+and names the path, and every writer cleans up what a killed one left before it needs space
+(issue 16, failure 3). The small disk is a real tmpfs where this machine lets root mount one."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters_registry import Registry, atomic
+from adapters_registry.format import STAGING_DIR
+from adapters_registry.store import CRASH_ENV
+from flows.cli import main
+from tests.adapters_registry.fakes import decision, lineage, make_fake_adapter
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """An 8 MiB tmpfs (skipped where mounting is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def free_bytes(path: Path) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def test_a_registration_that_hits_enospc_removes_its_staging_and_names_the_path(tmp_path, monkeypatch):
+    registry = Registry(tmp_path / "home")
+    real_write, written = os.write, []
+
+    def disk_fills_up(fd: int, data) -> int:
+        if sum(written) > 2048:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(real_write(fd, data[:1024]))
+        return written[-1]
+
+    monkeypatch.setattr(atomic.os, "write", disk_fills_up)
+    with pytest.raises(OSError) as caught:
+        registry.register(make_fake_adapter(tmp_path / "a", 1, size=64 * 1024), lineage(), decision(True, "base"),
+                          promote=True)
+    monkeypatch.undo()
+
+    assert caught.value.errno == errno.ENOSPC and STAGING_DIR in str(caught.value.filename)
+    assert list((registry.root / STAGING_DIR).iterdir()) == [] and registry.list() == []
+    registry.register(make_fake_adapter(tmp_path / "b", 2), lineage(), decision(True, "base"), promote=True)
+    assert registry.verify() == []
+
+
+def test_a_registration_on_a_full_disk_gives_the_space_back(small_disk, tmp_path):
+    home = small_disk / "home"
+    registry = Registry(home)
+    registry.register(make_fake_adapter(tmp_path / "a", 1), lineage(), decision(True, "base"), promote=True)
+    free = free_bytes(small_disk)
+    with pytest.raises(OSError) as caught:
+        registry.register(make_fake_adapter(tmp_path / "big", 2, size=free + (1 << 20)), lineage(), decision(False),
+                          promote=False)
+    assert caught.value.errno == errno.ENOSPC and str(home) in str(caught.value)
+    assert list((registry.root / STAGING_DIR).iterdir()) == []
+    assert free_bytes(small_disk) >= free - 64 * 1024  # the partial copy is gone
+    assert registry.verify() == []
+
+
+def test_after_a_killed_registration_filled_the_disk_the_next_fetch_succeeds(small_disk, tmp_path, shared_market,
+                                                                               prefect_harness, capsys):
+    home = small_disk / "home"
+    Registry(home).register(make_fake_adapter(tmp_path / "a", 1), lineage(), decision(True, "base"), promote=True)
+    filler = make_fake_adapter(tmp_path / "big", 2, size=free_bytes(small_disk) - 16 * 1024)
+    env = {**os.environ, CRASH_ENV: "mid-copy", "PYTHONPATH": str(REPO)}
+    killed = subprocess.run([sys.executable, "-m", "tests.adapters_registry.writer", str(home), str(filler), "2"],
+                            cwd=REPO, env=env, timeout=60)
+    assert killed.returncode == -signal.SIGKILL and free_bytes(small_disk) < 64 * 1024  # the disk is full
+
+    code = main(["fetch", "--home", str(home), "--source", "csv", "--csv-dir", str(shared_market),
+                 "--tickers", "TCS.NS,INFY.NS", "--as-of", "2019-11-29"])
+
+    assert code == 0, capsys.readouterr().err
+    assert (home / "market" / "TCS.NS.csv").is_file() and list((home / "registry" / STAGING_DIR).iterdir()) == []
+    assert Registry(home).verify() == []
