@@ -21,7 +21,13 @@ from collections.abc import Sequence
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+EPHEMERAL_STARTUP_SECONDS = 120
+"""Prefect's own default (20 s) is too short on a busy 2-core machine."""
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class PrefectStartError(RuntimeError):
+    """Prefect's temporary API server did not start."""
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -60,7 +66,12 @@ def start_ephemeral_prefect() -> None:
     if not getattr(server.subprocess, "niftytune_tied", False):
         server.subprocess = types.SimpleNamespace(**{**vars(subprocess), "Popen": popen_tied_to_this_process,
                                                      "niftytune_tied": True})
-    server.SubprocessASGIServer().start()
+    try:
+        server.SubprocessASGIServer().start(timeout=EPHEMERAL_STARTUP_SECONDS)
+    except RuntimeError as exc:  # Prefect's message hides the cause; say what was tried
+        raise PrefectStartError(f"Prefect's temporary API server did not answer within {EPHEMERAL_STARTUP_SECONDS} s "
+                                f"(PREFECT_HOME={os.environ.get('PREFECT_HOME', '~/.prefect')}; a busy machine "
+                                f"starts it slowly): {str(exc).splitlines()[0]}") from exc
 
 
 def run_foreground(command: Sequence[str], env: dict[str, str] | None = None) -> int:

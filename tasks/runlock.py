@@ -8,8 +8,8 @@ The registry's own `registry.lock` nests inside it; `python -m adapters_registry
 takes only that one, which is compatible: a run registers only against the champion it scored
 (`expected_champion`) and never restores registry files.
 
-The lock is re-entrant within a process (the CLI holds it, then the flow it runs takes it
-again). The holder writes who it is next to the lock, so a second writer fails at once with a
+The lock is re-entrant within a thread (the CLI holds it, then the flow it runs in the same
+thread takes it again); two threads of one process exclude each other like two processes. The holder writes who it is next to the lock, so a second writer fails at once with a
 message naming the holder. The OS releases the lock when the holder dies (flock).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tasks.market_store import atomic_write_bytes
 LOCK_FILE = "run.lock"
 HOLDER_FILE = "run.lock.holder.json"
 
-_held: dict[Path, int] = {}  # lock path -> depth, for this process
+_held: dict[tuple[Path, int], int] = {}  # (lock path, thread) -> depth in this process
 _guard = threading.Lock()
 
 
@@ -52,25 +52,24 @@ def run_lock(home: Path, timeout: float = 0.0) -> Iterator[None]:
     """Hold the home's lock for the block (re-entrant in this process), or raise
     RunInProgressError naming the holder."""
     path = (Path(home) / LOCK_FILE).resolve()
+    key = (path, threading.get_ident())
     with _guard:
-        if _held.get(path):
-            _held[path] += 1
-            nested = True
-        else:
-            nested = False
+        nested = bool(_held.get(key))
+        if nested:
+            _held[key] += 1
     if nested:
         try:
             yield
         finally:
             with _guard:
-                _held[path] -= 1
+                _held[key] -= 1
         return
-    with _acquired(Path(home), path, timeout):
+    with _acquired(Path(home), path, key, timeout):
         yield
 
 
 @contextmanager
-def _acquired(home: Path, path: Path, timeout: float) -> Iterator[None]:
+def _acquired(home: Path, path: Path, key: tuple[Path, int], timeout: float) -> Iterator[None]:
     lock = FileLock(str(path), timeout=timeout, thread_local=False)
     try:
         lock.acquire()
@@ -78,7 +77,7 @@ def _acquired(home: Path, path: Path, timeout: float) -> Iterator[None]:
         raise RunInProgressError(f"another niftytune run is in progress in {home}: {_holder(home)}; "
                                  f"wait for it to finish (one writer at a time per home)") from None
     with _guard:
-        _held[path] = 1
+        _held[key] = 1
     try:
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)[:200]}
@@ -86,7 +85,7 @@ def _acquired(home: Path, path: Path, timeout: float) -> Iterator[None]:
         yield
     finally:
         with _guard:
-            _held.pop(path, None)
+            _held.pop(key, None)
         (home / HOLDER_FILE).unlink(missing_ok=True)
         lock.release()
 
