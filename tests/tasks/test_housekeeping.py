@@ -80,3 +80,4 @@ def test_the_staging_folder_of_a_killed_registration_is_removed(tmp_path):
     registry = Registry(home)
     registry.register(make_fake_adapter(tmp_path / "b", 2), lineage(), decision(True, "base"), promote=True)
     assert registry.verify() == []
+
