@@ -6,7 +6,9 @@ Format, under `NIFTYTUNE_HOME/market/`:
                             `# niftytune-bars {json metadata}`, then a CSV with the columns
                             `session,open,high,low,close,volume` (ISO dates, oldest first)
     .lock                   held by every writer of the store (filelock)
-    .staging/<T>.<id>.csv   a validated fetch waiting for the commit; same format; never data
+    .staging/<T>.<id>.csv   a validated fetch waiting for the commit; same format; never data.
+                            Every niftytune writer holds the home lock (tasks/runlock.py) and
+                            removes all of them first (tasks/housekeeping.py): they are dead
     .<name>.<id>.tmp        a write in progress (or killed mid-way); never read, and removed
                             by the next writer that holds the lock
     .yfinance/              yfinance's own cookie and time-zone caches (source yahoo)
