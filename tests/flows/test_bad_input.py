@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from adapters_registry import Registry
+from flows import daily_retrain
+from flows.cli import main
+from tasks import processes
 from tests.adapters_registry.fakes import decision, lineage, make_fake_adapter
 from tests.flows.conftest import clean_env
 
@@ -37,10 +40,21 @@ def assert_one_clear_line(result: subprocess.CompletedProcess, code: int, *words
     (["--max-steps", "-5"], ["max_steps", "-5"]),
     (["--min-delta", "inf"], ["min_delta", "finite"]),
 ], ids=["profile", "future", "max-steps-0", "max-steps-negative", "min-delta-inf"])
-def test_a_bad_flag_of_run_is_one_line_and_exit_status_2(tmp_path, flags, words):
-    result = niftytune(tmp_path / "home", "run", "--source", "synthetic", *flags)
-    assert_one_clear_line(result, 2, *words)
-    assert not (tmp_path / "home" / "prefect").exists() or not any((tmp_path / "home" / "prefect").iterdir())
+def test_a_bad_flag_of_run_is_one_line_and_exit_status_2_before_prefect_starts(tmp_path, flags, words, monkeypatch,
+                                                                               capsys):
+    def prefect_started(*args, **kwargs):
+        raise AssertionError("Prefect was started")
+
+    monkeypatch.setattr(processes, "start_ephemeral_prefect", prefect_started)
+    monkeypatch.setattr(daily_retrain, "daily_retrain", prefect_started)
+    code = main(["run", "--home", str(tmp_path / "home"), "--source", "synthetic", *flags])
+    err = capsys.readouterr().err
+    assert_one_clear_line(subprocess.CompletedProcess([], code, "", err), 2, *words)
+
+
+def test_a_bad_flag_from_the_command_line_prints_no_traceback(tmp_path):
+    result = niftytune(tmp_path / "home", "run", "--source", "synthetic", "--max-steps", "0")
+    assert_one_clear_line(result, 2, "max_steps")
 
 
 def test_a_home_prefect_cannot_write_to_is_named(tmp_path):
