@@ -12,6 +12,7 @@ traceback.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -63,6 +64,9 @@ def check_writable(folder: Path, what: str) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:  # writable, but full: the writer's cleanup may free space
+            probe.unlink(missing_ok=True)
+            return
         raise UserError(f"{what} {folder} is not writable ({exc.strerror or exc}); "
                         f"choose another --home or fix its permissions") from None
 
@@ -82,11 +86,13 @@ def writing(home: Path, *, registry: bool = True, prefect: bool = True,
     the cleanup removed or recorded."""
     from tasks.housekeeping import tidy_home
     from tasks.processes import start_ephemeral_prefect
-    from tasks.runlock import run_lock
+    from tasks.runlock import HOLDER_FILE, run_lock, write_holder
 
     check_home(home)
     with run_lock(home):
         tidied = tidy_home(home, registry=registry)
+        if not (home / HOLDER_FILE).exists():  # a full disk refused it before the cleanup
+            write_holder(home)
         for line in tidied:
             log.warning("cleaned up: %s", line)
         if check is not None:

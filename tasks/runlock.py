@@ -15,6 +15,7 @@ message naming the holder. The OS releases the lock when the holder dies (flock)
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -30,6 +31,8 @@ from tasks.market_store import atomic_write_bytes
 
 LOCK_FILE = "run.lock"
 HOLDER_FILE = "run.lock.holder.json"
+
+log = logging.getLogger(__name__)
 
 _held: dict[tuple[Path, int], int] = {}  # (lock path, thread) -> depth in this process
 _guard = threading.Lock()
@@ -79,15 +82,26 @@ def _acquired(home: Path, path: Path, key: tuple[Path, int], timeout: float) -> 
     with _guard:
         _held[key] = 1
     try:
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)[:200]}
-        atomic_write_bytes(home / HOLDER_FILE, json.dumps(info).encode())
+        write_holder(home)
         yield
     finally:
         with _guard:
             _held.pop(key, None)
         (home / HOLDER_FILE).unlink(missing_ok=True)
         lock.release()
+
+
+def write_holder(home: Path) -> bool:
+    """Say who holds the lock, for the message of whoever waits. Best effort: on a full disk it
+    fails, and the holder's cleanup (which frees the space) must still run; call again then."""
+    info = {"pid": os.getpid(), "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)[:200]}
+    try:
+        atomic_write_bytes(Path(home) / HOLDER_FILE, json.dumps(info).encode())
+        return True
+    except OSError as exc:
+        log.warning("could not write %s (%s); carrying on: it only names the holder", exc.filename, exc.strerror)
+        return False
 
 
 home_lock = run_lock
