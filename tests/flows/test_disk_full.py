@@ -24,10 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def small_disk(tmp_path) -> Iterator[Path]:
-    """An 8 MiB tmpfs (skipped where mounting is not allowed)."""
+    """A 16 MiB tmpfs (skipped where mounting is not allowed)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
@@ -89,20 +89,18 @@ def test_a_registration_on_a_full_disk_gives_the_space_back(small_disk, tmp_path
     assert registry.verify() == []
 
 
-def test_after_a_killed_registration_filled_the_disk_the_next_fetch_succeeds(small_disk, tmp_path, shared_market,
-                                                                               prefect_harness, capsys):
+def test_after_a_killed_registration_filled_the_disk_the_next_run_succeeds(small_disk, tmp_path, fast_profile,
+                                                                             prefect_harness, capsys):
     home = small_disk / "home"
-    Registry(home).register(make_fake_adapter(tmp_path / "a", 1), lineage(), decision(True, "base"), promote=True)
-    filler = make_fake_adapter(tmp_path / "big", 2, size=free_bytes(small_disk) - 16 * 1024)
     env = {**os.environ, CRASH_ENV: "mid-copy", "PYTHONPATH": str(REPO)}
-    killed = subprocess.run([sys.executable, "-m", "tests.adapters_registry.writer", str(home), str(filler), "2"],
-                            cwd=REPO, env=env, timeout=60)
+    killed = subprocess.run([sys.executable, "-m", "tests.adapters_registry.writer", str(home),
+                             str(make_fake_adapter(tmp_path / "a", 1)), "1"], cwd=REPO, env=env, timeout=60)
     assert killed.returncode == -signal.SIGKILL
     fill_up(next((home / "registry" / STAGING_DIR).iterdir()) / "adapter_config.json")  # not one byte left
 
-    code = main(["fetch", "--home", str(home), "--source", "csv", "--csv-dir", str(shared_market),
-                 "--tickers", "TCS.NS,INFY.NS", "--as-of", "2019-11-29"])
+    code = main(["run", "--home", str(home), "--profile", str(fast_profile), "--as-of", "2025-03-28"])
 
-    assert code == 0, capsys.readouterr().err
-    assert (home / "market" / "TCS.NS.csv").is_file() and list((home / "registry" / STAGING_DIR).iterdir()) == []
-    assert Registry(home).verify() == []
+    assert code == 0, capsys.readouterr().err[-3000:]
+    registry = Registry(home)
+    assert len(registry.list()) == 1 and list((registry.root / STAGING_DIR).iterdir()) == []
+    assert registry.verify() == []
