@@ -145,10 +145,13 @@ class RegistryView:
             return problems
         problems = verify_version_dir(folder, version)
         entries = self.history() if entries is None else entries
-        recorded = [e.manifest_sha256 for e in entries if e.event == "register" and e.version == version]
+        if not any(e.event == "register" and e.version == version for e in entries):
+            return problems + [f"{folder}: no registration of {version} in {self.ledger.path}"]
+        recorded = [e.manifest_sha256 for e in entries if e.version == version and e.manifest_sha256]
         if not recorded:
-            problems.append(f"{folder}: no registration of {version} in {self.ledger.path}")
-        elif recorded[-1] and (folder / MANIFEST_FILE).is_file() and not (folder / MANIFEST_FILE).is_symlink():
+            problems.append(f"{folder}: {self.ledger.path} records no manifest hash for {version} (registered "
+                            f"before hashes were kept; the next registry writer records it)")
+        elif (folder / MANIFEST_FILE).is_file() and not (folder / MANIFEST_FILE).is_symlink():
             digest = sha256_file(folder / MANIFEST_FILE)
             if digest != recorded[-1]:
                 problems.append(f"{folder / MANIFEST_FILE}: sha256 {digest[:12]}... does not match the "
@@ -169,7 +172,8 @@ class RegistryView:
             unlogged = self._unlogged_newest(entries)
             for name in sorted(self._version_names()):
                 if name == unlogged:  # renamed in by a writer killed before its ledger line
-                    problems += verify_version_dir(self.root / VERSIONS_DIR / name, name)
+                    folder = self.root / VERSIONS_DIR / name
+                    problems += outside_problems(self.root, folder) or verify_version_dir(folder, name)
                 else:
                     problems += self.verify_version(name, entries)
             try:

@@ -89,6 +89,7 @@ class RegistryWriter(RegistryView):
             self._log("register", f"recovered: interrupted before its ledger entry ({manifest.decision.reason})",
                       version=version, decision=manifest.decision, previous=manifest.parent,
                       manifest_sha256=sha256_file(self.root / VERSIONS_DIR / version / MANIFEST_FILE))
+        self._record_manifest_hashes()
         try:
             pointer = self.pointer()
             check = check_pointer(pointer, self.ledger.read(), str(self.root / CHAMPION_FILE))
@@ -104,6 +105,16 @@ class RegistryWriter(RegistryView):
                                        "`registry rollback VERSION --reason ...` or `--to-base`")
         self._finish_decided_promotion()
 
+    def _record_manifest_hashes(self) -> None:
+        """Versions registered before the ledger kept manifest hashes get theirs now (once)."""
+        entries = self.ledger.read()
+        hashed = {e.version for e in entries if e.manifest_sha256}
+        for version in sorted({e.version for e in entries if e.event == "register"} - hashed, key=version_seq):
+            manifest = self.root / VERSIONS_DIR / version / MANIFEST_FILE
+            if manifest.is_file() and not manifest.is_symlink():
+                self._log("recover", f"recorded the manifest hash of {version}, registered before the ledger "
+                          f"kept manifest hashes", version=version, manifest_sha256=sha256_file(manifest))
+
     def _finish_decided_promotion(self) -> None:
         """The last registration decided `promote` and nothing moved since: a writer was killed
         between its ledger line and the pointer swap. Carry the decision out if the champion is
@@ -114,7 +125,8 @@ class RegistryWriter(RegistryView):
             return
         decided = entries[registrations[-1]]
         later = entries[registrations[-1] + 1:]
-        if any(e.event in CHAMPION_EVENTS or (e.event == "recover" and e.version == decided.version) for e in later):
+        if any(e.event in CHAMPION_EVENTS or (e.event == "recover" and e.version == decided.version
+                                              and not e.manifest_sha256) for e in later):
             return
         champion = last_move(entries).version if last_move(entries) else None
         problems = self.verify_version(decided.version, entries)

@@ -157,3 +157,20 @@ def test_rollback_to_base_with_no_champion_says_the_base_already_answers(promote
     registry.rollback_to_base("start over")
     with pytest.raises(ValueError, match="already answers"):
         registry.rollback_to_base("again")
+
+
+def test_a_registration_without_a_manifest_hash_fails_verify_until_a_writer_records_it(promoted_then_rejected):
+    registry, v1, _ = promoted_then_rejected
+    path = registry.root / LEDGER_FILE
+    legacy = []
+    for line in path.read_text().splitlines():  # as a ledger written before manifest hashes were kept
+        entry = json.loads(line)
+        entry.pop("manifest_sha256", None)
+        legacy.append(json.dumps(entry, sort_keys=True))
+    path.write_text("\n".join(legacy) + "\n")
+    assert any("records no manifest hash" in p and v1 in p for p in registry.verify())
+
+    added = registry.recover()
+
+    assert [e.event for e in added] == ["recover", "recover"] and registry.verify() == []
+    assert registry.recover() == []
