@@ -98,7 +98,9 @@ def _cmd_history(registry: Registry, args) -> int:
     if args.json:
         _print_json([e.model_dump(mode="json", exclude_defaults=True) for e in entries])
     else:
-        _table([[e.time.strftime("%Y-%m-%d %H:%M:%S"), e.event, e.version or ",".join(e.versions) or "-",
+        base = {"promote", "rollback"}  # a move with no version: to the base model
+        _table([[e.time.strftime("%Y-%m-%d %H:%M:%S"), e.event,
+                 e.version or ",".join(e.versions) or ("(base model)" if e.event in base else "-"),
                  e.reason] for e in entries], ["TIME (UTC)", "EVENT", "VERSION", "REASON"])
     return 0
 
