@@ -39,7 +39,8 @@ class RetrainParameters(BaseModel):
     profile: str | None = Field(None, description="cpu, gpu, laptop-4gb or a YAML path; empty = gpu with CUDA, else cpu.")
     base_model: str | None = Field(None, description="Base model id or folder; empty = the profile's.")
     base_revision: str | None = Field(None, description="Hub commit of a hub base model.")
-    min_delta: float | None = Field(None, ge=0, description="Loss improvement needed to promote; empty = the profile's.")
+    min_delta: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                    description="Loss improvement needed to promote; empty = the profile's.")
     max_steps: int | None = Field(None, description="Cap on training steps; empty = the profile's.")
     max_train_samples: int | None = Field(None, ge=1, description="Cap on training samples; empty = the profile's.")
     force: bool = Field(False, description="Rerun a session that already has a decision.")
