@@ -23,6 +23,7 @@ from .format import (CHAMPION_EVENTS, CHAMPION_FILE, CHAMPION_TEMP_PREFIX, FORMA
                      dump_record, version_seq)
 from .lock import RegistryLock
 from .queries import RegistryView
+from .verify import outside_problems
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ class RegistryWriter(RegistryView):
         killed before the pointer moved."""
         registered = {e.version for e in self.ledger.read() if e.event == "register"}
         for version in sorted(set(self._version_names()) - registered, key=version_seq):
+            outside = outside_problems(self.root, self.root / VERSIONS_DIR / version)
+            if outside:  # never vouch for what is not the registry's own
+                raise RegistryCorruptError("; ".join(outside))
             manifest = self.get(version).manifest
             self._log("register", f"recovered: interrupted before its ledger entry ({manifest.decision.reason})",
                       version=version, decision=manifest.decision, previous=manifest.parent,
