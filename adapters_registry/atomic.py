@@ -31,15 +31,29 @@ def fsync_dir(path: Path) -> None:
 
 
 def copy_file_durably(src: Path, dst: Path) -> str:
-    """Copy `src` to a new file `dst`, fsync it, and return the sha256 of the bytes written."""
+    """Copy `src` to a new file `dst`, fsync it, and return the sha256 of the bytes written.
+    An OSError (a full disk) names `dst`; the partial file is left for the caller's cleanup."""
     digest = hashlib.sha256()
-    with open(src, "rb") as source, open(dst, "xb") as target:
-        while chunk := source.read(CHUNK):
-            digest.update(chunk)
-            target.write(chunk)
-        target.flush()
-        os.fsync(target.fileno())
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with open(src, "rb") as source:
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                _write_all(fd, chunk)
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, f"{exc.strerror} (copying {src})", str(dst)) from exc
+    finally:
+        os.close(fd)
     return digest.hexdigest()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def write_atomic(path: Path, data: bytes, *, temp_prefix: str | None = None,
@@ -57,6 +71,11 @@ def write_atomic(path: Path, data: bytes, *, temp_prefix: str | None = None,
             os.fsync(handle.fileno())
         hook("before-replace")
         os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

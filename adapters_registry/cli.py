@@ -5,6 +5,7 @@ roll back, verify.
     python -m adapters_registry promoted --path
     python -m adapters_registry champion-at 2019-11-29T18:00+05:30 --json
     python -m adapters_registry rollback v0002-20191128-1a2b3c4d --reason "v0003 answers in dollars"
+    python -m adapters_registry rollback --to-base --reason "every version is corrupt"
     python -m adapters_registry verify          # exit status 1 on any mismatch
 
 A readable table by default, JSON with `--json`. Exit status: 0 ok, 1 verify found problems
@@ -80,9 +81,10 @@ def _cmd_show(registry: Registry, args) -> int:
 
 
 def _cmd_promoted(registry: Registry, args) -> int:
-    info = registry.champion()
+    info = registry.verified_champion()  # refuses what `verify` would refuse of the champion
     if info is None:
-        print(f"nothing promoted yet in {registry.root}", file=sys.stderr)
+        print(f"no champion in {registry.root} (nothing promoted, or rolled back to the base model)",
+              file=sys.stderr)
         return 1
     if args.json:
         _print_json(info.to_dict())
@@ -96,7 +98,9 @@ def _cmd_history(registry: Registry, args) -> int:
     if args.json:
         _print_json([e.model_dump(mode="json", exclude_defaults=True) for e in entries])
     else:
-        _table([[e.time.strftime("%Y-%m-%d %H:%M:%S"), e.event, e.version or ",".join(e.versions) or "-",
+        base = {"promote", "rollback"}  # a move with no version: to the base model
+        _table([[e.time.strftime("%Y-%m-%d %H:%M:%S"), e.event,
+                 e.version or ",".join(e.versions) or ("(base model)" if e.event in base else "-"),
                  e.reason] for e in entries], ["TIME (UTC)", "EVENT", "VERSION", "REASON"])
     return 0
 
@@ -113,11 +117,17 @@ def _cmd_champion_at(registry: Registry, args) -> int:
 
 
 def _cmd_rollback(registry: Registry, args) -> int:
-    info = registry.rollback(args.version, args.reason)
-    if args.json:
-        _print_json(info.to_dict())
+    if (args.version is None) == (not args.to_base):
+        raise ValueError("rollback needs either a VERSION or --to-base (not both)")
+    if args.to_base:
+        registry.rollback_to_base(args.reason)
+        info = None
     else:
-        print(f"champion is now {info.version}")
+        info = registry.rollback(args.version, args.reason)
+    if args.json:
+        _print_json(info.to_dict() if info else {"version": None})
+    else:
+        print(f"champion is now {info.version}" if info else "champion is now (none): the base model answers")
     return 0
 
 
@@ -160,13 +170,16 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "promoted": commands.add_parser("promoted", help="the champion's version id (or --path)"),
         "history": commands.add_parser("history", help="the ledger: registrations, decisions, rollbacks, prunes"),
         "champion-at": commands.add_parser("champion-at", help="the champion at a time (ISO 8601; naive = local)"),
-        "rollback": commands.add_parser("rollback", help="point the champion back at an earlier version"),
+        "rollback": commands.add_parser("rollback", help="point the champion back at an earlier version, "
+                                                         "or --to-base"),
         "verify": commands.add_parser("verify", help="re-hash every file; exit status 1 on any mismatch"),
     }
     added["show"].add_argument("version")
     added["promoted"].add_argument("--path", action="store_true", help="print the version's folder")
     added["champion-at"].add_argument("time")
-    added["rollback"].add_argument("version")
+    added["rollback"].add_argument("version", nargs="?", help="an earlier champion or promoted version")
+    added["rollback"].add_argument("--to-base", action="store_true",
+                                   help="leave no champion: the base model answers and is the gate's baseline")
     added["rollback"].add_argument("--reason", required=True, help="why (recorded in the ledger)")
     for sub in added.values():
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")

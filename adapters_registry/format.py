@@ -184,12 +184,25 @@ class Manifest(_Record):
         return self
 
 
+def _version_id_or_none(value: str | None) -> str | None:
+    """A version id (never a path such as `../x`), or None for the base model."""
+    if value is not None and not VERSION_ID.match(value):
+        raise ValueError(f"not a version id: {value!r}")
+    return value
+
+
 class ChampionPointer(_Record):
     format: Literal[1]
-    version: str
+    version: str | None
+    """The champion; None after `rollback --to-base` (the base model answers)."""
     since: datetime
     previous: str | None
     reason: str
+    event: Literal["promote", "rollback"] = "promote"
+    """The ledger event of this move (a crash between the swap and the ledger line leaves the
+    pointer ahead of the ledger: the next writer logs this event for it)."""
+
+    _ids = field_validator("version", "previous")(_version_id_or_none)
 
 
 class LedgerEntry(_Record):
@@ -200,8 +213,20 @@ class LedgerEntry(_Record):
     previous: str | None = None
     decision: DecisionRecord | None = None
     versions: list[str] = Field(default_factory=list)
+    manifest_sha256: str | None = None
+    """`register`: sha256 of the version's manifest.json, kept here where the manifest cannot
+    rewrite it (verify compares the two)."""
     pid: int | None = None
     host: str | None = None
+
+    _ids = field_validator("version", "previous")(_version_id_or_none)
+
+    @field_validator("manifest_sha256")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is not None and not SHA256.match(value):
+            raise ValueError(f"not a sha256 hex digest: {value!r}")
+        return value
 
 
 def read_json_record(path: Path, model: type[_Record]) -> Any:

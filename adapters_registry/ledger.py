@@ -1,8 +1,11 @@
 """`ledger.jsonl`: the append-only history of the registry, one JSON record a line.
 
 Each line is written whole in one `write` and fsync'ed. A crash mid-write can only leave a
-last line without its newline; readers skip it with a warning and the next writer cuts it off
-(and records that it did). Any other unreadable line is corruption and fails loudly.
+last line without its newline, and that line is a strict prefix of a JSON object, so it never
+parses; readers skip it with a warning and the next writer cuts it off (and records that it
+did). A last line that holds a complete JSON object but whose newline is missing or damaged
+was written whole: it is damage, not a torn write, and is never cut. Any other unreadable line
+is corruption and fails loudly.
 """
 from __future__ import annotations
 
@@ -32,9 +35,19 @@ class Ledger:
         *lines, tail = data.split(b"\n")
         return lines, tail
 
+    def _check_tail(self, lines: list[bytes], tail: bytes) -> None:
+        """Raise when the bytes after the last newline are a whole entry, not a torn one."""
+        try:
+            json.JSONDecoder().raw_decode(tail.decode())
+        except (ValueError, UnicodeDecodeError):
+            return  # a prefix of an entry: torn by a crash
+        raise RegistryCorruptError(f"{self.path}:{len(lines) + 1}: a complete entry whose newline is missing or "
+                                   f"damaged ({tail[-20:]!r}); not a torn write, so it is not removed")
+
     def read(self) -> list[LedgerEntry]:
         """Every entry, oldest first; a torn last line is skipped with a warning."""
         lines, tail = self._split()
+        self._check_tail(lines, tail)
         if tail:
             log.warning("%s: ignoring a torn last line (%d bytes) left by an interrupted write; "
                         "the next registry writer removes it", self.path, len(tail))
@@ -52,7 +65,8 @@ class Ledger:
 
     def repair(self) -> int:
         """Cut off a torn last line; return how many bytes were removed. Call under the lock."""
-        tail = self.torn_tail()
+        lines, tail = self._split()
+        self._check_tail(lines, tail)
         if tail:
             size = self.path.stat().st_size
             with open(self.path, "r+b") as handle:

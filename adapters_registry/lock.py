@@ -6,6 +6,7 @@ registry; the sidecar only serves the error message of whoever waits in vain.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -16,6 +17,8 @@ import filelock
 
 from .atomic import write_atomic
 from .format import LOCK_FILE, LOCK_HOLDER_FILE, RegistryError
+
+log = logging.getLogger(__name__)
 
 
 class RegistryLockedError(RegistryError, TimeoutError):
@@ -52,7 +55,10 @@ class RegistryLock:
                 f"registry.lock_timeout_seconds.") from None
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
                   "since": datetime.now(timezone.utc).isoformat()}
-        write_atomic(self.registry_dir / LOCK_HOLDER_FILE, json.dumps(holder).encode() + b"\n")
+        try:
+            write_atomic(self.registry_dir / LOCK_HOLDER_FILE, json.dumps(holder).encode() + b"\n")
+        except OSError as exc:  # a full disk: the writer's cleanup, which frees space, must still run
+            log.warning("could not write %s (%s); it only names the holder", exc.filename, exc.strerror)
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -10,9 +10,11 @@ from typing import Any
 
 from .format import (CHAMPION_EVENTS, CHAMPION_FILE, FORMAT_FILE, FORMAT_TEXT, FORMAT_VERSION, LEDGER_FILE,
                      MANIFEST_FILE, REGISTRY_DIR, VERSION_ID, VERSIONS_DIR, ChampionPointer, LedgerEntry, Manifest,
-                     RegistryCorruptError, VersionNotFoundError, read_json_record, version_seq)
+                     RegistryCorruptError, RegistryIntegrityError, VersionNotFoundError, read_json_record, version_seq)
+from .atomic import sha256_file
+from .consistency import check_pointer, ledger_problems
 from .ledger import Ledger
-from .verify import verify_version_dir
+from .verify import outside_problems, verify_version_dir
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,23 @@ class RegistryView:
             return None
 
     def champion(self) -> VersionInfo | None:
-        """The current champion (manifest validated, files not re-hashed), or None."""
+        """The current champion (manifest validated, files not re-hashed), or None (nothing
+        promoted, or rolled back to the base). A pointer the ledger does not vouch for raises
+        RegistryCorruptError."""
         pointer = self.pointer()
-        return self.get(pointer.version) if pointer else None
+        check = check_pointer(pointer, self.history(), str(self.root / CHAMPION_FILE))
+        if check.state == "invalid":
+            raise RegistryCorruptError("; ".join(check.problems))
+        return self.get(pointer.version) if pointer and pointer.version else None
+
+    def verified_champion(self) -> VersionInfo | None:
+        """The champion after every check `verify` makes of it (files, manifest hash, pointer
+        against the ledger); RegistryIntegrityError when one fails."""
+        champion = self.champion()
+        problems = self.verify_version(champion.version) if champion else []
+        if problems:
+            raise RegistryIntegrityError(f"champion {champion.version} fails verification: " + "; ".join(problems))
+        return champion
 
     def get(self, version: str) -> VersionInfo:
         """One version by id; VersionNotFoundError when absent (or pruned)."""
@@ -90,6 +106,14 @@ class RegistryView:
         names = [name for name in self._version_names() if VERSION_ID.match(name)]
         return [self.get(name) for name in sorted(names, key=version_seq)]
 
+    def _unlogged_newest(self, entries: list[LedgerEntry]) -> str | None:
+        """The newest version when it alone lacks its `register` line (a crash between the
+        rename and the append, which the next writer completes), else None."""
+        registered = {e.version for e in entries if e.event == "register"}
+        names = sorted((n for n in self._version_names() if VERSION_ID.match(n)), key=version_seq)
+        unlogged = [n for n in names if n not in registered]
+        return unlogged[0] if unlogged and unlogged == names[-1:] else None
+
     def _version_names(self) -> list[str]:
         folder = self.root / VERSIONS_DIR
         return [p.name for p in folder.iterdir()] if folder.is_dir() else []
@@ -102,33 +126,64 @@ class RegistryView:
         """The version id that was champion at `when` (naive times are local time), or None.
         The id may name a version since pruned."""
         when = when.astimezone(timezone.utc) if when.tzinfo is None else when
-        moves = [(e.time, e.version) for e in self.history() if e.event in CHAMPION_EVENTS]
+        entries = self.history()
+        moves = [(e.time, e.version) for e in entries if e.event in CHAMPION_EVENTS]
         pointer = self.pointer()
-        if pointer and (pointer.since, pointer.version) not in moves:
+        if check_pointer(pointer, entries, str(self.root / CHAMPION_FILE)).state == "pending":
             moves.append((pointer.since, pointer.version))  # crash between pointer and ledger
-        earlier = [move for move in sorted(moves) if move[0] <= when]
+        earlier = [move for move in sorted(moves, key=lambda move: move[0]) if move[0] <= when]
         return earlier[-1][1] if earlier else None
 
-    def verify_version(self, version: str) -> list[str]:
-        """Problems of one version (empty when every file matches its manifest)."""
+    def verify_version(self, version: str, entries: list[LedgerEntry] | None = None) -> list[str]:
+        """Problems of one version (empty when every file matches its manifest and the manifest
+        matches the hash its ledger registration recorded)."""
         folder = self.root / VERSIONS_DIR / version
-        if not folder.is_dir():
+        if not VERSION_ID.match(version) or not folder.is_dir():
             return [f"{folder}: no such version"]
-        return verify_version_dir(folder, version)
+        problems = outside_problems(self.root, folder)
+        if problems:
+            return problems
+        problems = verify_version_dir(folder, version)
+        entries = self.history() if entries is None else entries
+        if not any(e.event == "register" and e.version == version for e in entries):
+            return problems + [f"{folder}: no registration of {version} in {self.ledger.path}"]
+        recorded = [e.manifest_sha256 for e in entries if e.version == version and e.manifest_sha256]
+        if not recorded:
+            problems.append(f"{folder}: {self.ledger.path} records no manifest hash for {version} (registered "
+                            f"before hashes were kept; the next registry writer records it)")
+        elif (folder / MANIFEST_FILE).is_file() and not (folder / MANIFEST_FILE).is_symlink():
+            digest = sha256_file(folder / MANIFEST_FILE)
+            if digest != recorded[-1]:
+                problems.append(f"{folder / MANIFEST_FILE}: sha256 {digest[:12]}... does not match the "
+                                f"{recorded[-1][:12]}... its registration recorded in {self.ledger.path}")
+        return problems
 
     def verify(self) -> list[str]:
-        """Re-hash every version, check the pointer and the ledger; return the problems found.
-        Leftovers of a crashed writer (staging, temp pointer, torn ledger line) are not problems."""
+        """Re-hash every version and its manifest, check the pointer against the ledger and the
+        ledger's lines; return the problems found. Leftovers of a crashed writer (staging, temp
+        pointer, torn ledger line, a pointer swap not yet logged) are not problems."""
         problems: list[str] = []
         try:
             if not self._check_format():
                 return []
-            for name in sorted(self._version_names()):
-                problems += self.verify_version(name)
-            pointer = self.pointer()
-            if pointer and not (self.root / VERSIONS_DIR / pointer.version).is_dir():
-                problems.append(f"{self.root / CHAMPION_FILE}: names {pointer.version}, which is not in versions/")
+            problems += outside_problems(self.root, self.root / VERSIONS_DIR)
             entries = self.ledger.read()
+            problems += ledger_problems(entries, str(self.ledger.path))
+            unlogged = self._unlogged_newest(entries)
+            for name in sorted(self._version_names()):
+                if name == unlogged:  # renamed in by a writer killed before its ledger line
+                    folder = self.root / VERSIONS_DIR / name
+                    problems += outside_problems(self.root, folder) or verify_version_dir(folder, name)
+                else:
+                    problems += self.verify_version(name, entries)
+            try:
+                pointer = self.pointer()
+                problems += check_pointer(pointer, entries, str(self.root / CHAMPION_FILE)).problems
+            except RegistryCorruptError as exc:
+                pointer = None
+                problems.append(str(exc))
+            if pointer and pointer.version and not (self.root / VERSIONS_DIR / pointer.version).is_dir():
+                problems.append(f"{self.root / CHAMPION_FILE}: names {pointer.version}, which is not in versions/")
             pruned = {v for e in entries if e.event == "prune" for v in e.versions}
             present = set(self._version_names())
             for entry in entries:
@@ -138,4 +193,3 @@ class RegistryView:
         except RegistryCorruptError as exc:
             problems.append(str(exc))
         return problems
-

@@ -1,7 +1,8 @@
 """`Registry`: register, promote, roll back and prune adapter versions (README.md).
 
 Every write holds `registry.lock` and starts by cleaning up after any writer that crashed
-(staging leftovers, a temp pointer, a torn ledger line, a move the ledger missed).
+(recovery.py: staging leftovers, a temp pointer, a torn ledger line, a move the ledger missed,
+a decided promotion never carried out).
 """
 from __future__ import annotations
 
@@ -10,53 +11,31 @@ import json
 import logging
 import os
 import shutil
-import signal
-import socket
 import uuid
 from dataclasses import asdict, is_dataclass
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from .atomic import copy_file_durably, fsync_dir, sha256_file, write_atomic
-from .format import (ADAPTER_WEIGHTS, CHAMPION_EVENTS, CHAMPION_FILE, CHAMPION_TEMP_PREFIX, FORMAT_FILE, FORMAT_TEXT,
-                     FORMAT_VERSION, MANIFEST_FILE, STAGING_DIR, TOKENIZER_FILES, VERSION_ID, VERSIONS_DIR,
-                     ChampionPointer, DecisionRecord, FileRecord, LedgerEntry, Lineage, Manifest,
-                     RegistryIntegrityError, dump_record, format_version_id, version_seq)
-from .lock import RegistryLock
-from .queries import RegistryView, VersionInfo
+from .consistency import last_move
+from .format import (ADAPTER_WEIGHTS, CHAMPION_EVENTS, FORMAT_VERSION, MANIFEST_FILE, STAGING_DIR, TOKENIZER_FILES,
+                     VERSION_ID, VERSIONS_DIR, DecisionRecord, FileRecord, Lineage, Manifest, RegistryIntegrityError,
+                     dump_record, format_version_id, version_seq)
+from .queries import VersionInfo
+from .recovery import CRASH_ENV, CRASH_STEPS, RegistryWriter, _checkpoint, _now
 from .verify import files_to_register, verify_version_dir
+
+__all__ = ["ANY_CHAMPION", "CRASH_ENV", "CRASH_STEPS", "ChampionChangedError", "Registry"]
 
 log = logging.getLogger(__name__)
 
-CRASH_ENV = "NIFTYTUNE_REGISTRY_CRASH_AT"
-"""Test hook: the step name at which a writer SIGKILLs itself (see CRASH_STEPS)."""
-CRASH_STEPS = ("mid-copy", "after-version-rename", "after-register-entry", "pointer-temp-written",
-               "before-pointer-replace", "after-pointer-replace")
 ANY_CHAMPION = object()
 LIBRARIES = ("torch", "transformers", "peft", "safetensors", "tokenizers", "trl", "bitsandbytes")
 
 
 class ChampionChangedError(RegistryIntegrityError):
     """The champion moved between scoring and registration; the decision is stale."""
-
-
-def _checkpoint(step: str) -> None:
-    """Named points of a write; the crash tests kill the process here, the concurrency test
-    records times here."""
-    if os.environ.get(CRASH_ENV) == step:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _pointer_checkpoint(step: str) -> None:
-    """`write_atomic`'s steps, named as the crash tests know them for the pointer swap."""
-    _checkpoint({"temp-written": "pointer-temp-written", "before-replace": "before-pointer-replace",
-                 "after-replace": "after-pointer-replace"}[step])
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _hash_tokenizer(folder: Path) -> tuple[str, str | None]:
@@ -74,68 +53,8 @@ def _hash_tokenizer(folder: Path) -> tuple[str, str | None]:
     return digest.hexdigest(), template_hash
 
 
-class Registry(RegistryView):
+class Registry(RegistryWriter):
     """The adapter registry under `home/registry`: the queries of RegistryView, and the writes."""
-
-    def __init__(self, home: str | Path, *, lock_timeout: float = 30.0):
-        super().__init__(home)
-        self.lock_timeout = lock_timeout
-
-    # ---- writes --------------------------------------------------------------------------
-
-    def _writing(self) -> RegistryLock:
-        self.root.mkdir(parents=True, exist_ok=True)
-        return RegistryLock(self.root, self.lock_timeout)
-
-    def _prepare(self) -> None:
-        """Under the lock: create the layout, clean up after a crashed writer."""
-        if not self._check_format():
-            write_atomic(self.root / FORMAT_FILE, FORMAT_TEXT.encode())
-        for sub in (STAGING_DIR, VERSIONS_DIR):
-            (self.root / sub).mkdir(exist_ok=True)
-        for leftover in (self.root / STAGING_DIR).iterdir():
-            log.warning("removing %s left by an interrupted registry write", leftover)
-            shutil.rmtree(leftover)
-        for temp in [*self.root.glob(CHAMPION_TEMP_PREFIX + "*"), *self.root.glob(".*.tmp-*")]:
-            log.warning("removing %s left by an interrupted atomic write", temp)
-            temp.unlink()
-        if self.ledger.repair():
-            self._log("recover", "removed a torn last ledger line left by an interrupted write")
-        self._reconcile_ledger()
-
-    def _reconcile_ledger(self) -> None:
-        """Record what a crash kept out of the ledger: a version renamed in without its entry,
-        a pointer swap without its entry, a promotion decided but never carried out."""
-        registered = {e.version for e in self.ledger.read() if e.event == "register"}
-        for version in sorted(set(self._version_names()) - registered, key=version_seq):
-            manifest = self.get(version).manifest
-            self._log("register", f"recovered: interrupted before its ledger entry ({manifest.decision.reason})",
-                      version=version, decision=manifest.decision, previous=manifest.parent)
-        entries, pointer = self.ledger.read(), self.pointer()
-        moves = [e for e in entries if e.event in CHAMPION_EVENTS]
-        if pointer and (not moves or (moves[-1].version, moves[-1].time) != (pointer.version, pointer.since)):
-            self._log("promote", f"recovered: pointer moved before its ledger entry ({pointer.reason})",
-                      version=pointer.version, previous=pointer.previous, time=pointer.since)
-            moves.append(LedgerEntry(time=pointer.since, event="promote", reason="", version=pointer.version))
-        settled = {e.version for e in moves} | {e.version for e in entries if e.event == "recover"}
-        for entry in entries:
-            if entry.event == "register" and entry.decision.promote and entry.version not in settled:
-                self._log("recover", f"{entry.version} was decided for promotion but the write was interrupted "
-                          f"before the pointer moved; the champion stays {pointer.version if pointer else None}",
-                          version=entry.version)
-
-    def _log(self, event: str, reason: str, *, time: datetime | None = None, **fields: Any) -> None:
-        self.ledger.append(LedgerEntry(time=time or _now(), event=event, reason=reason, pid=os.getpid(),
-                                       host=socket.gethostname(), **fields))
-
-    def _move_pointer(self, version: str, reason: str, event: str) -> None:
-        """Swap champion.json atomically, then record the move in the ledger."""
-        previous = self.pointer()
-        pointer = ChampionPointer(format=FORMAT_VERSION, version=version, since=_now(), reason=reason,
-                                  previous=previous.version if previous else None)
-        write_atomic(self.root / CHAMPION_FILE, dump_record(pointer), temp_prefix=CHAMPION_TEMP_PREFIX,
-                     before_replace=_pointer_checkpoint)
-        self._log(event, reason, version=version, previous=pointer.previous, time=pointer.since)
 
     def register(self, adapter_dir: str | Path, manifest_fields: dict[str, Any], decision: Any, *,
                  promote: bool, expected_champion: Any = ANY_CHAMPION) -> VersionInfo:
@@ -156,7 +75,8 @@ class Registry(RegistryView):
                 raise ChampionChangedError(f"the decision was made against champion {expected_champion}, "
                                            f"but the champion is now {parent_id}; score again")
             version = self._stage_and_rename(sources, lineage, record, parent_id)
-            self._log("register", record.reason, version=version, decision=record, previous=parent_id)
+            self._log("register", record.reason, version=version, decision=record, previous=parent_id,
+                      manifest_sha256=sha256_file(self.root / VERSIONS_DIR / version / MANIFEST_FILE))
             _checkpoint("after-register-entry")
             if promote:
                 self._move_pointer(version, record.reason, "promote")
@@ -165,9 +85,24 @@ class Registry(RegistryView):
 
     def _stage_and_rename(self, sources: list[Path], lineage: Lineage, decision: DecisionRecord,
                           parent: str | None) -> str:
-        """Copy into staging/<uuid>, hash, write and check the manifest, rename into versions/."""
+        """Copy into staging/<uuid>, hash, write and check the manifest, rename into versions/.
+        On any error (a full disk, a changed source) the staging folder is removed."""
         staging = self.root / STAGING_DIR / uuid.uuid4().hex
         staging.mkdir()
+        try:
+            version = self._stage(staging, sources, lineage, decision, parent)
+            os.rename(staging, self.root / VERSIONS_DIR / version)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        fsync_dir(self.root / VERSIONS_DIR)
+        fsync_dir(self.root / STAGING_DIR)
+        _checkpoint("after-version-rename")
+        return version
+
+    def _stage(self, staging: Path, sources: list[Path], lineage: Lineage, decision: DecisionRecord,
+               parent: str | None) -> str:
+        """Fill `staging` with the files and their manifest; return the new version id."""
         files = {}
         for source in sources:
             before = sha256_file(source)
@@ -189,10 +124,6 @@ class Registry(RegistryView):
         problems = verify_version_dir(staging, version)
         if problems:
             raise RegistryIntegrityError(f"staged version {version} failed its check: {problems}")
-        os.rename(staging, self.root / VERSIONS_DIR / version)
-        fsync_dir(self.root / VERSIONS_DIR)
-        fsync_dir(self.root / STAGING_DIR)
-        _checkpoint("after-version-rename")
         return version
 
     def _next_seq(self) -> int:
@@ -202,23 +133,39 @@ class Registry(RegistryView):
         return max(used, default=0) + 1
 
     def rollback(self, version: str, reason: str) -> VersionInfo:
-        """Point the champion back at an earlier promoted version (verified first); logged."""
+        """Point the champion back at an earlier promoted version (verified first); logged.
+        Also the repair of a pointer the ledger does not vouch for."""
         if not reason.strip():
             raise ValueError("a rollback needs a reason")
         with self._writing():
-            self._prepare()
+            self._prepare(repairing=True)
             target = self.get(version)
             problems = self.verify_version(version)
             if problems:
-                raise RegistryIntegrityError(f"cannot roll back to {version}: {problems}")
-            current = self.pointer()
-            if current and current.version == version:
+                raise RegistryIntegrityError(f"cannot roll back to {version}: {problems}; "
+                                             f"`rollback --to-base` leaves no champion")
+            entries = self.ledger.read()
+            last = last_move(entries)
+            if last and last.version == version and self._pointer_is_sound(entries):
                 raise ValueError(f"{version} is already the champion")
-            was_champion = any(e.version == version for e in self.history() if e.event in CHAMPION_EVENTS)
+            was_champion = any(e.version == version for e in entries if e.event in CHAMPION_EVENTS)
             if not (target.promoted or was_champion):
                 raise ValueError(f"{version} was rejected by the gate and never champion; not rolling back to it")
             self._move_pointer(version, reason, "rollback")
         return target
+
+    def rollback_to_base(self, reason: str) -> None:
+        """Leave no champion: the base model answers and is the gate's baseline; logged. Works
+        whatever state the champion's files or the pointer are in."""
+        if not reason.strip():
+            raise ValueError("a rollback needs a reason")
+        with self._writing():
+            self._prepare(repairing=True)
+            entries = self.ledger.read()
+            last = last_move(entries)
+            if (last is None or last.version is None) and self._pointer_is_sound(entries):
+                raise ValueError(f"there is no champion in {self.root}: the base model already answers")
+            self._move_pointer(None, reason, "rollback")
 
     def prune(self, keep_promoted: int, keep_rejected: int) -> list[str]:
         """Delete all but the champion, the last `keep_promoted` promoted and the last

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from .atomic import sha256_file
@@ -24,8 +25,20 @@ def check_source_files(folder: Path) -> list[str]:
     return []
 
 
+def outside_problems(root: Path, path: Path) -> list[str]:
+    """A symlink, or a path that resolves outside the registry, is never read as registry data."""
+    if path.is_symlink():
+        return [f"{path}: a symlink (to {os.readlink(path)}); registry files must be real files in {root}"]
+    if not path.resolve().is_relative_to(root.resolve()):
+        return [f"{path}: resolves to {path.resolve()}, outside the registry {root}"]
+    return []
+
+
 def verify_version_dir(folder: Path, expected_id: str) -> list[str]:
-    """Re-hash every file of a version folder against its manifest."""
+    """Re-hash every file of a version folder against its manifest (no symlinks anywhere)."""
+    links = [p.name for p in folder.iterdir() if p.is_symlink()]
+    if links:
+        return [f"{folder}: symlinks are not registry files: {sorted(links)}"]
     try:
         manifest = read_json_record(folder / MANIFEST_FILE, Manifest)
     except FileNotFoundError:

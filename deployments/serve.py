@@ -10,7 +10,6 @@ close, with time for Yahoo to publish the day's bars), one run at a time.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -76,4 +75,6 @@ def start_server(home: Path, *, host: str = "127.0.0.1", port: int = 4200) -> in
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     print(f"Prefect UI: http://{host}:{port}  (database under {home / 'prefect'}; Ctrl-C stops it)")
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
-    return subprocess.call(command, env=env)
+    from tasks.processes import run_foreground  # SIGTERM reaches the server; it dies with this process
+
+    return run_foreground(command, env=env)

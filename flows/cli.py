@@ -76,12 +76,14 @@ OVERRIDES = {  # CLI flag -> dotted config field
 
 
 def _config(args: argparse.Namespace):
-    """The resolved config for this invocation: profile + flag overrides + --tickers."""
-    from tasks.config import load_config, select_tickers
+    """The resolved config for this invocation: profile + flag overrides + --tickers; a bad
+    profile, flag or date is a UserError (one line, exit status 2) before anything starts."""
+    from tasks.preflight import check_not_future, checked_config
 
+    for flag in ("as_of", "to_date"):
+        check_not_future(getattr(args, flag, None), "--" + flag.replace("_date", "").replace("_", "-"))
     overrides = {field: getattr(args, flag, None) for flag, field in OVERRIDES.items()}
-    cfg = load_config(getattr(args, "profile", None), overrides)
-    return select_tickers(cfg, getattr(args, "tickers", None))
+    return checked_config(getattr(args, "profile", None), overrides, getattr(args, "tickers", None))
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -110,9 +112,11 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     home = _home(args)
     from flows.fetch_market import format_fetch_report, run_fetch
     from tasks.market_data import CoverageError
+    from tasks.preflight import writing
 
     try:
-        report = run_fetch(home, cfg, args.as_of)
+        with writing(home):
+            report = run_fetch(home, cfg, args.as_of)
     except CoverageError as exc:  # nothing was stored; show what each ticker got and why
         print(format_fetch_report(exc.report))
         raise
@@ -124,9 +128,11 @@ def cmd_samples(args: argparse.Namespace) -> int:
     cfg = _config(args)  # a bad flag or profile fails before anything is created
     home = _home(args)
     from tasks.base_model import load_tokenizer, resolve_base_model
+    from tasks.preflight import writing
     from tasks.samples import build_samples, format_sample_report
 
-    sample_set = build_samples(home, cfg, _as_of(args))
+    with writing(home, prefect=False):
+        sample_set = build_samples(home, cfg, _as_of(args))
     tokenizer = load_tokenizer(resolve_base_model(cfg.training, home))
     print(format_sample_report(sample_set, tokenizer))
     return 0
@@ -135,11 +141,13 @@ def cmd_samples(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)  # a bad flag or profile fails before anything is created
     home = _home(args)
+    from tasks.preflight import writing
     from tasks.samples import build_samples
     from tasks.training import format_candidate, train_adapter
 
-    sample_set = build_samples(home, cfg, _as_of(args))
-    candidate = train_adapter(home, cfg, sample_set)
+    with writing(home, prefect=False):
+        sample_set = build_samples(home, cfg, _as_of(args))
+        candidate = train_adapter(home, cfg, sample_set)
     print(format_candidate(candidate))
     return 0
 
@@ -164,8 +172,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    _config(args)  # a bad flag, profile or date fails here, before Prefect starts
     home = _home(args)
     from flows.daily_retrain import RetrainParameters, daily_retrain
+    from tasks.preflight import writing
+    from tasks.promotion import resolve_champion
     from tasks.reporting import format_run_summary
 
     params = RetrainParameters(
@@ -174,25 +185,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         base_revision=args.base_revision, max_steps=args.max_steps,
         max_train_samples=args.max_train_samples, min_delta=args.min_delta,
         force=args.force, dry_run=args.dry_run)
-    summary = daily_retrain(params)
+    # a corrupt champion stops the run before Prefect starts, not after training
+    with writing(home, registry=not args.dry_run, check=lambda: resolve_champion(home)):
+        summary = daily_retrain(params)
     print(format_run_summary(summary))
     return 0
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    from tasks.preflight import UserError, writing
+    from tasks.promotion import resolve_champion
+
+    if args.to_date < args.from_date:
+        raise UserError(f"--to {args.to_date} is before --from {args.from_date}")
+    _config(args)  # a bad flag, profile or date fails here, before Prefect starts
     home = _home(args)
     from flows.backfill import backfill
     from tasks.reporting import format_backfill_table
     from flows.daily_retrain import RetrainParameters
 
-    if args.to_date < args.from_date:
-        raise SystemExit(f"niftytune backfill: --to {args.to_date} is before --from {args.from_date}")
     template = RetrainParameters(
         home=str(home), source=args.source, csv_dir=args.csv_dir and str(args.csv_dir),
         tickers=args.tickers, profile=args.profile, base_model=args.base_model,
         base_revision=args.base_revision, max_steps=args.max_steps,
         max_train_samples=args.max_train_samples, min_delta=args.min_delta, force=args.force)
-    rows = backfill(args.from_date, args.to_date, template)
+    with writing(home, check=lambda: resolve_champion(home)):  # a corrupt champion stops it first
+        rows = backfill(args.from_date, args.to_date, template)
     print(format_backfill_table(rows))
     return 0
 
@@ -213,10 +231,14 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
-    _home(args)
+    home = _home(args)
     from adapters_registry.cli import run_command
+    from tasks.preflight import writing
 
-    return run_command(args)
+    if args.registry_command != "rollback":
+        return run_command(args)
+    with writing(home, registry=False, prefect=False):  # one writer per home; the rollback repairs
+        return run_command(args)
 
 
 # --- parser ------------------------------------------------------------------------------
@@ -231,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=desc)
         p.set_defaults(func=func)
         _add_home(p)
+        p.add_argument("--debug", action="store_true", help="show the traceback of any error")
         return p
 
     p = add("fetch", cmd_fetch, "fetch new trading days into the market store",
@@ -307,12 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("niftytune: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # the boundary: one clear line, the traceback only on request
-        if os.environ.get("NIFTYTUNE_DEBUG"):
+    except Exception as exc:  # the boundary: one clear line; a traceback for bugs or --debug
+        from tasks.preflight import report_error
+
+        if getattr(args, "debug", False) or os.environ.get("NIFTYTUNE_DEBUG"):
             raise
-        print(f"niftytune {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print("(set NIFTYTUNE_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+        return report_error(f"niftytune {args.command}", exc)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from flows.fetch_market import fetch_and_commit
 from tasks import market_data, reporting
 from tasks.config import Config, load_config, resolve_home, select_tickers
 from tasks.evaluation import score_candidate
+from tasks.housekeeping import tidy_home
 from tasks.promotion import decide_promotion, existing_decision, register_candidate
 from tasks.runlock import run_lock
 from tasks.samples import build_sample_files
@@ -38,7 +39,8 @@ class RetrainParameters(BaseModel):
     profile: str | None = Field(None, description="cpu, gpu, laptop-4gb or a YAML path; empty = gpu with CUDA, else cpu.")
     base_model: str | None = Field(None, description="Base model id or folder; empty = the profile's.")
     base_revision: str | None = Field(None, description="Hub commit of a hub base model.")
-    min_delta: float | None = Field(None, ge=0, description="Loss improvement needed to promote; empty = the profile's.")
+    min_delta: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                    description="Loss improvement needed to promote; empty = the profile's.")
     max_steps: int | None = Field(None, description="Cap on training steps; empty = the profile's.")
     max_train_samples: int | None = Field(None, ge=1, description="Cap on training samples; empty = the profile's.")
     force: bool = Field(False, description="Rerun a session that already has a decision.")
@@ -76,8 +78,11 @@ def daily_retrain(params: RetrainParameters = RetrainParameters()) -> reporting.
     if not session.is_session:
         return reporting.publish_skip(home, session, f"skipped: not a trading day ({session.reason})")
 
-    # One run at a time, also for runs started outside the deployment.
+    # One writer at a time, also for runs started outside the deployment; first clean up what
+    # killed runs left (and finish a promotion one decided), before anything can fill the disk.
     with run_lock(home):
+        for line in tidy_home(home, registry=not params.dry_run):
+            log.warning("cleaned up: %s", line)
         # 2. Idempotent per session: a decided session is a no-op unless forced.
         previous = existing_decision(home, session.session)
         if previous and not params.force:

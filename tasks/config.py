@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROFILES_DIR = PROJECT_ROOT / "configs"
@@ -172,6 +172,14 @@ class TrainingConfig(_Section):
     """Passes over the training set (early stopping usually ends sooner)."""
     max_steps: int = -1
     """Hard cap on optimizer steps; -1 means epochs decide. CPU profiles cap it."""
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, value: int) -> int:
+        if value != -1 and value < 1:  # trl trains one step for 0 and ignores negatives
+            raise ValueError(f"max_steps must be >= 1, or -1 for no cap; got {value}")
+        return value
+
     warmup_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
     """Share of steps spent warming the learning rate up."""
     lr_scheduler_type: str = "cosine"
@@ -253,7 +261,7 @@ class EvaluationConfig(_Section):
 
 
 class GateConfig(_Section):
-    min_delta: float = Field(default=0.005, ge=0.0)
+    min_delta: float = Field(default=0.005, ge=0.0, allow_inf_nan=False)
     """A candidate is promoted only if its validation loss is at least this much lower than
     the champion's (or the base model's when there is no champion). Non-zero so noise and
     ties never promote."""

@@ -182,11 +182,31 @@ class CsvSource:
         path = self.folder / f"{symbol}.csv"
         if not path.is_file():
             raise PermanentFetchError(symbol, f"no file {path} in the csv source folder")
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        raw = read_csv_file(path, symbol)
         bars = normalise_yf_frame(raw.set_index(raw.columns[0]), symbol, self.adjusted)
         stamps = bars.index
         visible = stamps.isna() | ((stamps >= pd.Timestamp(start)) & (stamps <= pd.Timestamp(end)))
         return bars[visible]
+
+
+def read_csv_file(path: Path, symbol: str) -> pd.DataFrame:
+    """A yfinance-format CSV as strings; PermanentFetchError names the file (and the line)
+    when it is empty, not UTF-8 or not CSV, instead of pandas' bare error."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise PermanentFetchError(symbol, f"{path}: empty file (no header line)") from None
+    except UnicodeDecodeError:
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+            where = ""
+        except UnicodeDecodeError as err:  # pandas decodes in chunks: find the offset in the file
+            line = data[:err.start].count(b"\n") + 1
+            where = f", line {line} (byte {err.start}: {err.reason})"
+        raise PermanentFetchError(symbol, f"{path}{where}: not UTF-8 text") from None
+    except (pd.errors.ParserError, ValueError) as err:
+        raise PermanentFetchError(symbol, f"{path}: unreadable CSV ({err})") from None
 
 
 # Typical level (points or rupees), daily volatility, typical daily volume (0: none reported).

@@ -6,7 +6,9 @@ Format, under `NIFTYTUNE_HOME/market/`:
                             `# niftytune-bars {json metadata}`, then a CSV with the columns
                             `session,open,high,low,close,volume` (ISO dates, oldest first)
     .lock                   held by every writer of the store (filelock)
-    .staging/<T>.<id>.csv   a validated fetch waiting for the commit; same format; never data
+    .staging/<T>.<id>.csv   a validated fetch waiting for the commit; same format; never data.
+                            Every niftytune writer holds the home lock (tasks/runlock.py) and
+                            removes all of them first (tasks/housekeeping.py): they are dead
     .<name>.<id>.tmp        a write in progress (or killed mid-way); never read, and removed
                             by the next writer that holds the lock
     .yfinance/              yfinance's own cookie and time-zone caches (source yahoo)
@@ -187,8 +189,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # ENOSPC says no path: name it
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     _fsync_dir(path.parent)
 

@@ -319,5 +319,8 @@ def format_candidate(candidate: Candidate) -> str:
 # Never cached: each run trains a fresh adapter (the flow decides whether a day is done).
 @task(name="train-adapter", cache_policy=NO_CACHE)
 def train_candidate(home: Path, cfg: Config, sample_set: Any) -> Candidate:
-    """Train a fresh adapter on the session's samples (the run folder is removed on failure)."""
-    return train_adapter(home, cfg, sample_set)
+    """Train a fresh adapter on the session's samples (the run folder is removed on failure,
+    and by the next writer's cleanup if this process is killed: its id marks it as scratch)."""
+    from tasks.housekeeping import scratch_run_id
+
+    return train_adapter(home, cfg, sample_set, run_id=scratch_run_id())

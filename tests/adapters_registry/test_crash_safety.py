@@ -65,3 +65,37 @@ def test_the_next_writer_cleans_up_and_completes_the_ledger(tmp_path, step):
     if step != "mid-copy" and registry.champion().version != interrupted:  # decided, never carried out
         assert any(e.event == "recover" and e.version == interrupted for e in history)
     assert registry.verify() == []
+
+
+def test_a_promotion_killed_after_its_decision_is_logged_is_finished_by_the_next_writer(tmp_path):
+    home = tmp_path / "home"
+    registry = Registry(home)
+    old = registry.register(make_fake_adapter(tmp_path / "old", 1), lineage(), decision(True, "base"),
+                            promote=True).version
+    assert run_writer(home, make_fake_adapter(tmp_path / "new", 2), 2,
+                      crash_at="after-register-entry").returncode == -signal.SIGKILL
+    new = registry.list()[-1].version
+    # the crash leaves the old champion and no promote entry for the new one
+    assert registry.champion().version == old and registry.verify() == []
+    assert not any(e.event == "promote" and e.version == new for e in registry.history())
+
+    registry.register(make_fake_adapter(tmp_path / "next", 3), lineage(), decision(False), promote=False)
+
+    assert registry.champion().version == new  # the decision was carried out, not dropped
+    moves = [e for e in registry.history() if e.event == "promote"]
+    assert (moves[-1].version, moves[-1].previous) == (new, old) and "interrupted" in moves[-1].reason
+    assert registry.verify() == []
+
+
+def test_recover_finishes_a_decided_promotion_and_reports_it(tmp_path):
+    home = tmp_path / "home"
+    assert run_writer(home, make_fake_adapter(tmp_path / "new", 2), 2,
+                      crash_at="before-pointer-replace").returncode == -signal.SIGKILL
+    registry = Registry(home)
+    assert registry.champion() is None
+
+    added = registry.recover()
+
+    assert [(e.event, e.version) for e in added] == [("promote", registry.list()[0].version)]
+    assert registry.champion().version == registry.list()[0].version and registry.verify() == []
+    assert registry.recover() == []  # nothing left to do

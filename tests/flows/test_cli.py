@@ -74,5 +74,5 @@ def test_csv_source_without_csv_dir_fails_clearly_and_changes_nothing(tmp_path, 
     before = file_digests(home), sorted(p.name for p in home.rglob("*"))
     code = main(["fetch", "--home", str(home), "--source", "csv"])
     err = capsys.readouterr().err
-    assert code == 1 and "niftytune fetch: error" in err and "--csv-dir" in err
+    assert code == 2 and "niftytune fetch: error" in err and "--csv-dir" in err  # a user error
     assert (file_digests(home), sorted(p.name for p in home.rglob("*"))) == before
