@@ -43,15 +43,16 @@ demo: install
 	@echo "== 4/5 the store and the samples the model learned from"
 	$(BIN)/niftytune fetch --home $(DEMO_HOME) --source synthetic --as-of $(DEMO_DAY2)
 	$(BIN)/niftytune samples --home $(DEMO_HOME) --source synthetic --as-of $(DEMO_DAY2)
-	@echo "== 5/5 ask the promoted adapter"
-	$(BIN)/niftytune ask --home $(DEMO_HOME) "What was the closing level of NIFTY 50 on Friday, 20 November 2026?"
-	@echo "(a 135M model after 16 CPU steps on 64 conversations: check its figure against the store's close above;"
-	@echo " the gpu profile trains on every sample, ~7,000 a day)"
+	@echo "== 5/5 ask the promoted adapter (grounded: the question's data sheet is read from the store)"
+	$(BIN)/niftytune ask --home $(DEMO_HOME) --today $(DEMO_DAY2) "What was the closing level of NIFTY 50 on Friday, 20 November 2026?"
+	@echo "(check its figure against the store's close of NIFTY 50 above)"
 	@echo
 	@echo "Next, try:"
 	@echo "  $(BIN)/niftytune registry history --home $(DEMO_HOME)"
 	@echo "  $(BIN)/niftytune run --home $(DEMO_HOME) --source synthetic --profile cpu --as-of 2026-11-23   # the next session"
-	@echo "  $(BIN)/niftytune ask --home $(DEMO_HOME) \"How did TCS perform over the last 5 sessions?\""
+	@echo "  $(BIN)/niftytune ask --home $(DEMO_HOME) --today $(DEMO_DAY2) --show-sheet \"How did TCS do over the last 5 sessions?\""
+	@echo "  $(BIN)/niftytune ask --home $(DEMO_HOME) --today $(DEMO_DAY2) \"What did Wipro close at yesterday?\"   # not in the store: no figure"
+	@echo "  $(BIN)/niftytune ask --home $(DEMO_HOME) --closed-book \"What did TCS close at?\"   # no sheet: what the adapter learned"
 	@echo "  $(BIN)/niftytune registry verify --home $(DEMO_HOME)"
 	@echo "  $(BIN)/niftytune server --home $(DEMO_HOME)   # Prefect UI at http://127.0.0.1:4200"
 
