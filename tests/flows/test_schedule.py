@@ -1,9 +1,10 @@
-"""The daily deployment (issue 6): served against a real local Prefect server, its next runs are
-at 18:00 Asia/Kolkata on weekdays, one at a time; deployments/prefect.yaml declares the same
-deployment for a work pool."""
+"""The daily deployment (issues 6, 13), served by the README's commands exactly
+(`niftytune server --home var`, `niftytune serve --home var`, nothing exported): its runs
+complete on that server, its next runs are at 18:00 Asia/Kolkata on weekdays, one at a time;
+deployments/prefect.yaml declares the same deployment for a work pool."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -45,13 +46,26 @@ def test_next_runs_start_at_1800_kolkata_on_weekdays(next_runs):
     assert len({t.date() for t in starts}) == len(starts)  # one run per day
 
 
+def test_a_run_of_the_served_deployment_completes_on_the_readme_server(served_deployment, fast_profile):
+    # Issue 13: serve used to start a temporary server of its own (Prefect's settings were read
+    # before it set PREFECT_API_URL), so runs started from the UI ended Cancelled or Crashed.
+    run = served_deployment.create_run(as_of="2025-03-28", profile=str(fast_profile), max_steps=2)
+    final = served_deployment.wait_final(run["id"])
+    assert final["state_type"] == "COMPLETED", f"{final['state_name']}: {log_tail(served_deployment.log)}"
+    serve_log = served_deployment.log.read_text()
+    assert "Starting temporary server" not in serve_log
+    assert "serving daily-retrain/daily against the Prefect server at http://127.0.0.1:4200/api" in serve_log
+    assert date(2025, 3, 28).strftime("-%Y%m%d-") in " ".join(
+        p.name for p in (served_deployment.home / "registry" / "versions").iterdir())
+
+
 def test_served_deployment_runs_one_at_a_time_on_a_kolkata_cron(served_deployment):
     deployment = served_deployment.server.get(f"/deployments/{served_deployment.id}")
     [schedule] = deployment["schedules"]
     assert schedule["active"] and schedule["schedule"]["timezone"] == "Asia/Kolkata"
     assert schedule["schedule"]["cron"] == "0 18 * * 1-5"
     assert deployment["global_concurrency_limit"]["limit"] == 1
-    assert deployment["entrypoint"] == "flows/daily_retrain.py:daily_retrain"
+    assert deployment["entrypoint"] == "flows.daily_retrain.daily_retrain"  # from any folder
     assert deployment["parameters"] == {"params": {"home": str(served_deployment.home)}}
 
 
@@ -71,10 +85,14 @@ def served(tmp_path, monkeypatch):
     return serve.build_deployment(tmp_path)
 
 
-def test_prefect_yaml_declares_the_served_entrypoint_schedule_and_concurrency(declared, served):
+def test_prefect_yaml_declares_the_served_flow_schedule_and_concurrency(declared, served, monkeypatch):
+    from prefect.flows import load_flow_from_entrypoint
+
     [schedule] = declared["schedules"]
     assert declared["name"] == served.name
-    assert declared["entrypoint"] == served.entrypoint
+    monkeypatch.chdir(PROJECT_ROOT)  # a worker runs prefect.yaml's file entrypoint from the project
+    by_file, by_module = (load_flow_from_entrypoint(e) for e in (declared["entrypoint"], served.entrypoint))
+    assert (by_file.name, by_file.fn.__code__.co_filename) == (by_module.name, by_module.fn.__code__.co_filename)
     assert (schedule["cron"], schedule["timezone"]) == (served.schedules[0].schedule.cron,
                                                         served.schedules[0].schedule.timezone)
     assert declared["concurrency_limit"] == served.concurrency_limit == 1
