@@ -49,13 +49,13 @@ def test_next_runs_start_at_1800_kolkata_on_weekdays(next_runs):
 def test_a_run_of_the_served_deployment_completes_on_the_readme_server(served_deployment, fast_profile):
     # Issue 13: serve used to start a temporary server of its own (Prefect's settings were read
     # before it set PREFECT_API_URL), so runs started from the UI ended Cancelled or Crashed.
-    run = served_deployment.create_run(as_of="2025-03-28", profile=str(fast_profile), max_steps=2)
+    run = served_deployment.create_run(as_of="2025-03-27", profile=str(fast_profile), max_steps=2)
     final = served_deployment.wait_final(run["id"])
     assert final["state_type"] == "COMPLETED", f"{final['state_name']}: {log_tail(served_deployment.log)}"
     serve_log = served_deployment.log.read_text()
     assert "Starting temporary server" not in serve_log
     assert "serving daily-retrain/daily against the Prefect server at http://127.0.0.1:4200/api" in serve_log
-    assert date(2025, 3, 28).strftime("-%Y%m%d-") in " ".join(
+    assert date(2025, 3, 27).strftime("-%Y%m%d-") in " ".join(
         p.name for p in (served_deployment.home / "registry" / "versions").iterdir())
 
 
