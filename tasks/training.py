@@ -320,4 +320,6 @@ def format_candidate(candidate: Candidate) -> str:
 @task(name="train-adapter", cache_policy=NO_CACHE)
 def train_candidate(home: Path, cfg: Config, sample_set: Any) -> Candidate:
     """Train a fresh adapter on the session's samples (the run folder is removed on failure)."""
-    return train_adapter(home, cfg, sample_set)
+    from tasks.progress import training_progress
+
+    return train_adapter(home, cfg, sample_set, callbacks=[training_progress()])
