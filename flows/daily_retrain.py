@@ -21,6 +21,7 @@ from flows.fetch_market import fetch_and_commit
 from tasks import market_data, reporting
 from tasks.config import Config, load_config, resolve_home, select_tickers
 from tasks.evaluation import score_candidate
+from tasks.progress import send_module_logs_to_run
 from tasks.promotion import decide_promotion, existing_decision, register_candidate
 from tasks.runlock import run_lock
 from tasks.samples import build_sample_files
@@ -90,6 +91,7 @@ def daily_retrain(params: Annotated[RetrainParameters, Field(json_schema_extra={
         params: What this run does; an empty field takes the default its description states.
     """
     log = get_run_logger()
+    send_module_logs_to_run()  # the stages' own loggers (progress, dropped rows, skips) show in the UI
     home, cfg = resolve_home(params.home), params.config()
     timer = reporting.StageTimer(log)
     t = cfg.training
@@ -129,6 +131,7 @@ def daily_retrain(params: Annotated[RetrainParameters, Field(json_schema_extra={
                     scores = score_candidate(home, cfg, candidate, sample_set)
                 # 7. Gate: promote only on an improvement of at least min_delta.
                 decision = decide_promotion(scores, cfg.gate.min_delta)
+                reporting.log_decision(scores, decision)
                 # 8. Register the candidate as evaluated; move the pointer only on promote.
                 with timer("register"):
                     version = None if params.dry_run else register_candidate(
@@ -137,4 +140,5 @@ def daily_retrain(params: Annotated[RetrainParameters, Field(json_schema_extra={
                 reporting.remove_run_dir(candidate)
 
     # 9. Report: decision, coverage, accuracy and the registered version as artifacts.
-    return reporting.publish_run(home, session, coverage, scores, decision, version, timer, params.dry_run)
+    return reporting.publish_run(home, session, coverage, sample_set, scores, decision, version, timer,
+                                 params.dry_run)

@@ -5,6 +5,7 @@ registry byte-identical; one run at a time per home."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 from collections import Counter
@@ -18,12 +19,13 @@ import pytest
 from adapters_registry import Registry
 from tasks import evaluation, market_sources, training
 from tasks.market_data import PermanentFetchError
-from tests.flows.conftest import file_digests, read_artifact, run_daily
+from tests.flows.conftest import FAST_OVERRIDES, file_digests, read_artifact, run_daily
 from tests.tasks.test_market_yahoo import fake_yahoo, yahoo_bars  # noqa: F401  (fixture)
 
 TRADING_DAY = date(2025, 3, 28)  # a Friday session
 NEXT_SESSION = date(2025, 4, 1)  # the next one: 31 March 2025 was an NSE holiday
 YAHOO_DAY = date(2019, 11, 29)  # the last bar the fake Yahoo serves
+FAST_PROBES = FAST_OVERRIDES["evaluation.probe_size"]
 QUICK = {"max_steps": 2}  # for runs whose outcome (promoted or rejected) does not matter
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -101,17 +103,25 @@ def test_accuracy_artifact_scores_base_and_candidate_per_family(promoted):
     artifact = read_artifact(promoted.flow_run_id, "answer-accuracy")
     rows = json.loads(artifact.data)
     assert artifact.type == "table" and rows
-    assert all(set(r) == {"family", "base", "candidate"} for r in rows)
+    assert all(set(r) == {"family", "probes", "base", "candidate"} for r in rows)
     assert all(r[m].endswith("%") for r in rows for m in ("base", "candidate"))
+    assert 0 < sum(r["probes"] for r in rows) <= FAST_PROBES and all(r["probes"] > 0 for r in rows)
 
 
-def test_registered_version_artifact_links_to_the_version_folder(promoted):
+def test_registered_version_artifact_shows_the_version_folder_as_text(promoted):
+    # The UI drops file:// links (issue 13): the path is shown as text to copy.
     artifact = read_artifact(promoted.flow_run_id, "registered-version")
     version = promoted.summary.version
     folder = (promoted.home / "registry" / "versions" / version).resolve()
-    # Prefect stores a link artifact as markdown: [text](link)
-    assert artifact.data == f"[{version}]({folder.as_uri()})"
+    assert artifact.type == "markdown" and f"# {version} (promoted)" in artifact.data
+    assert f"`{folder}`" in artifact.data and "file://" not in artifact.data
     assert folder.is_dir()
+
+
+def test_first_decision_says_there_was_no_champion_yet_and_the_data_window(promoted):
+    data = read_artifact(promoted.flow_run_id, "daily-retrain-decision").data
+    assert "champion before this run: none yet, so the candidate was compared with the base model" in data
+    assert re.search(rf"bars \d{{4}}-\d\d-\d\d \.\. {TRADING_DAY}", data)
 
 
 # --- days without training ---------------------------------------------------------------------
@@ -124,7 +134,9 @@ def test_non_trading_day_is_a_clean_reported_skip(day, reason, fast_profile, tmp
     summary = state.result()
     assert state.is_completed() and summary.status == "skipped"
     assert summary.message == f"skipped: not a trading day ({reason})"
-    assert summary.message in read_artifact(state.state_details.flow_run_id, "daily-retrain-decision").data
+    data = read_artifact(state.state_details.flow_run_id, "daily-retrain-decision").data
+    assert summary.message in data and f"# daily-retrain {day}: **skipped**" in data  # as of, not the session
+    assert "champion: none yet" in data
     assert not (tmp_path / "market").exists() and not (tmp_path / "samples").exists()
     assert not (tmp_path / "runs").exists() and Registry(tmp_path).list() == []
 
