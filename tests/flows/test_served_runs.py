@@ -1,0 +1,88 @@
+"""Runs of the served deployment on the README's server (issue 13): a run the schedule fires
+completes, and a run whose process is killed does not hold the deployment's one concurrency
+slot, so the next run completes.
+
+The deployment is served the README's way, `niftytune serve --home var`, with the documented
+flags `--cron` and `--timezone` set to fire a minute ahead, and `--source`/`--profile` so the
+fired run trains offline on the tiny model."""
+from __future__ import annotations
+
+import os
+import signal
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.flows.conftest import log_tail, wait_for
+from tests.flows.readme_processes import ServedDeployment, readme_serve
+
+LEAD = timedelta(seconds=45)  # serve registers in ~10-20 s on 2 cores; the scheduler needs a few more
+
+
+def next_minute(lead: timedelta) -> datetime:
+    """The first whole UTC minute at least `lead` from now."""
+    soon = datetime.now(timezone.utc) + lead
+    return soon.replace(second=0, microsecond=0) + timedelta(minutes=1)
+
+
+@pytest.fixture(scope="module")
+def fires_at() -> datetime:
+    return next_minute(LEAD)
+
+
+@pytest.fixture(scope="module")
+def cron_served(prefect_server, readme_clone, fast_profile, fires_at):
+    """`niftytune serve --home var --cron "M H * * *" --timezone UTC --source synthetic --profile P`."""
+    cron = f"{fires_at.minute} {fires_at.hour} * * *"
+    with readme_serve(prefect_server, readme_clone, "--cron", cron, "--timezone", "UTC",
+                      "--source", "synthetic", "--profile", str(fast_profile)) as served:
+        yield served
+
+
+def runs_of(served: ServedDeployment, **flow_run_filter) -> list[dict]:
+    return served.server.post("/flow_runs/filter", {
+        "deployments": {"id": {"any_": [served.id]}}, "flow_runs": flow_run_filter,
+        "sort": "EXPECTED_START_TIME_ASC"})
+
+
+def test_a_run_the_schedule_fires_completes(cron_served, fires_at):
+    def fired() -> dict | None:
+        runs = runs_of(cron_served, tags={"all_": ["auto-scheduled"]})
+        due = [r for r in runs if datetime.fromisoformat(r["expected_start_time"]) == fires_at]
+        return due[0] if due else None
+
+    run = wait_for(f"a run scheduled at {fires_at:%H:%M} UTC", fired, 60, cron_served.proc, cron_served.log)
+    wait_s = (fires_at - datetime.now(timezone.utc)).total_seconds() + 240
+    final = cron_served.wait_final(run["id"], timeout=wait_s)
+    assert final["state_type"] == "COMPLETED", f"{final['state_name']}: {log_tail(cron_served.log)}"
+    assert final["parameters"]["params"]["source"] == "synthetic"
+
+
+def flow_run_pid(run_id: str) -> int | None:
+    """The process running flow run `run_id` (the runner passes PREFECT__FLOW_RUN_ID to it)."""
+    marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):
+                return int(proc.name)
+        except OSError:  # gone, or not ours
+            continue
+    return None
+
+
+def test_a_killed_run_does_not_block_the_next_one(cron_served, tmp_path):
+    day = {"home": str(tmp_path / "home"), "as_of": "2025-04-01"}  # a home of its own: any order of tests
+    doomed = cron_served.create_run(name="killed-run", max_steps=16, **day)
+    wait_for("the run to start", lambda: cron_served.server.flow_run(doomed["id"])["state_type"] == "RUNNING",
+             120, cron_served.proc, cron_served.log)
+    pid = wait_for("the run's process", lambda: flow_run_pid(doomed["id"]), 30)
+    os.kill(pid, signal.SIGKILL)  # as the OOM killer or a reboot would
+    crashed = cron_served.wait_final(doomed["id"], timeout=60)
+    assert crashed["state_type"] == "CRASHED", crashed["state_name"]
+
+    limit = cron_served.server.get(f"/deployments/{cron_served.id}")["global_concurrency_limit"]
+    assert cron_served.server.get(f"/v2/concurrency_limits/{limit['id']}")["active_slots"] == 0
+    after = cron_served.create_run(name="after-the-kill", max_steps=2, **day)
+    final = cron_served.wait_final(after["id"], timeout=240)
+    assert final["state_type"] == "COMPLETED", f"{final['state_name']}: {log_tail(cron_served.log)}"
