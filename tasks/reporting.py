@@ -133,7 +133,7 @@ def _coverage_table(coverage: Any) -> list[dict[str, Any]]:
         notes = [f"{d.session}: {d.reason}" for d in t.dropped] + list(t.anomalies)
         rows.append({"ticker": t.symbol, "last session": str(t.last_session or "-"), "added": t.rows_added,
                      "revised": t.rows_revised, "dropped": len(t.dropped),
-                     "status": "ok" if t.has_session else "stale", "notes": _cut("; ".join(notes)) or "-"})
+                     "status": "ok" if t.has_session else "stale", "notes": _cut("; ".join(notes)) or "none"})
     return rows
 
 

@@ -241,7 +241,7 @@ def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train
 def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool,
            callbacks: list[Any] = ()) -> Candidate:
     t, phases = cfg.training, _Phases()
-    log.info("training run %s with config %s", run_dir.name, cfg.model_dump_json())
+    log.debug("training run %s with config %s", run_dir.name, cfg.model_dump_json())  # also in the manifest
     with phases("imports"):  # peft, trl, transformers' Trainer, bitsandbytes: seconds, once per process
         from peft import prepare_model_for_kbit_training
         import trl  # noqa: F401

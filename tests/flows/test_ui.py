@@ -93,8 +93,17 @@ def check_form_is_plain_fields(page) -> None:
     playwright.expect(form_property(page, "Max Steps").locator("input")).to_be_visible()
 
 
+def artifact_shows(page, key: str):
+    """What each artifact's page shows once it has rendered."""
+    return {"daily-retrain-decision": page.get_by_role("heading", name=re.compile(rf"daily-retrain {AS_OF}: ")),
+            "market-coverage": page.locator("table").get_by_text("TCS.NS", exact=True),
+            "answer-accuracy": page.locator("table").get_by_text("probes", exact=True),
+            "registered-version": page.get_by_text("Folder (copy the path", exact=False)}[key].first
+
+
 def open_artifacts(page, server_url: str, run_id: str, shots: list[Path]) -> None:
-    """The run's Artifacts tab lists the four keys; each opens readable (one screenshot each)."""
+    """The run's Artifacts tab lists the four keys; each opens readable (one screenshot each);
+    the key link under *Artifact* opens that key's history across runs."""
     page.get_by_text("Artifacts", exact=True).click()
     for key in ARTIFACT_KEYS:
         page.get_by_text(key, exact=True).last.wait_for()
@@ -104,8 +113,27 @@ def open_artifacts(page, server_url: str, run_id: str, shots: list[Path]) -> Non
         page.get_by_text("Artifacts", exact=True).click()
         page.get_by_text(key, exact=True).last.click()
         page.wait_for_url(re.compile(r"/artifacts/artifact/"))
-        page.locator(".artifact-description, .markdown-renderer, table, a").first.wait_for()
+        artifact_shows(page, key).wait_for()
+        if key == "market-coverage":
+            check_coverage_fits(page)
         shots.append(screenshot(page, f"artifact-{key}"))
+    page.get_by_role("link", name="registered-version", exact=True).first.click()  # the key, right column
+    page.wait_for_url(re.compile(r"/artifacts/key/"))
+    page.get_by_text("Folder (copy the path", exact=False).first.wait_for()
+    shots.append(screenshot(page, "artifact-key-history"))
+
+
+def check_coverage_fits(page) -> None:
+    """Issue 13: the coverage table was 2,053 px wide in a 702 px pane; now it fits its pane."""
+    widths = page.locator("table").first.evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
+    assert widths[0] <= widths[1], f"coverage table {widths[0]} px wide in a {widths[1]} px pane"
+
+
+def screenshot_log_end(page) -> Path:
+    """The end of the run's logs (scores, decision), scrolled into view."""
+    page.get_by_text("Logs", exact=True).first.click()
+    page.get_by_text("decision: ", exact=False).first.scroll_into_view_if_needed()
+    return screenshot(page, "custom-run-logs-end")
 
 
 def test_custom_run_from_the_ui_completes_and_shows_its_four_artifacts(served_deployment, fast_profile, capsys):
@@ -116,7 +144,7 @@ def test_custom_run_from_the_ui_completes_and_shows_its_four_artifacts(served_de
     shots: list[Path] = []
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page = browser.new_page(viewport={"width": 1200, "height": 1800})  # a ~700 px artifact pane
         page.set_default_timeout(30_000)
         try:
             # 1. The deployment's page: Run -> Custom run opens the parameter form.
@@ -135,6 +163,7 @@ def test_custom_run_from_the_ui_completes_and_shows_its_four_artifacts(served_de
             playwright.expect(page.locator(".page-heading .state-badge").first).to_have_text(
                 "Completed", timeout=30_000)
             shots.append(screenshot(page, "custom-run-logs"))
+            shots.append(screenshot_log_end(page))
             # 3. Its four artifacts; the decision names the session and the outcome.
             open_artifacts(page, served.server.url, run_id, shots)
             page.goto(f"{served.server.url}/runs/flow-run/{run_id}")
