@@ -4,6 +4,7 @@ complete on that server, its next runs are at 18:00 Asia/Kolkata on weekdays, on
 deployments/prefect.yaml declares the same deployment for a work pool."""
 from __future__ import annotations
 
+import subprocess
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -13,6 +14,7 @@ import yaml
 from deployments import serve
 from flows.daily_retrain import RetrainParameters, daily_retrain
 from tests.flows.conftest import PROJECT_ROOT, log_tail, wait_for
+from tests.flows.readme_processes import user_env
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 # SQLAlchemy 2.1 broke Prefect 3.8's scheduler service; its log then repeats this line.
@@ -57,6 +59,16 @@ def test_a_run_of_the_served_deployment_completes_on_the_readme_server(served_de
     assert "serving daily-retrain/daily against the Prefect server at http://127.0.0.1:4200/api" in serve_log
     assert date(2025, 3, 27).strftime("-%Y%m%d-") in " ".join(
         p.name for p in (served_deployment.home / "registry" / "versions").iterdir())
+
+
+def test_niftytune_run_reports_to_the_readme_server_with_nothing_exported(prefect_server, readme_clone):
+    # `niftytune run` while `niftytune server` is up: the run shows in that server's UI.
+    done = subprocess.run(["niftytune", "run", "--home", "var", "--source", "synthetic", "--as-of", "2025-03-29"],
+                          cwd=readme_clone, env=user_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Prefect: the server at http://127.0.0.1:4200/api" in done.stderr
+    runs = prefect_server.post("/flow_runs/filter", {"flows": {"name": {"any_": ["daily-retrain"]}}})
+    assert [r["state_type"] for r in runs if r["parameters"]["params"].get("as_of") == "2025-03-29"] == ["COMPLETED"]
 
 
 def test_served_deployment_runs_one_at_a_time_on_a_kolkata_cron(served_deployment):

@@ -119,7 +119,9 @@ def open_artifacts(page, server_url: str, run_id: str, shots: list[Path]) -> Non
         shots.append(screenshot(page, f"artifact-{key}"))
     page.get_by_role("link", name="registered-version", exact=True).first.click()  # the key, right column
     page.wait_for_url(re.compile(r"/artifacts/key/"))
+    page.wait_for_load_state("networkidle")
     page.get_by_text("Folder (copy the path", exact=False).first.wait_for()
+    page.wait_for_timeout(1000)  # the key's page renders its history list after the latest artifact
     shots.append(screenshot(page, "artifact-key-history"))
 
 
