@@ -20,9 +20,10 @@ BODY = ("Flow run {{ flow_run.name }} of daily-retrain ended {{ flow_run.state.n
 
 def failure_automation(block_document_id):
     """The automation: any daily-retrain run entering Failed or Crashed -> one notification."""
-    from prefect.automations import Automation, EventTrigger, Posture, SendNotification
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
-    return Automation(
+    return AutomationCore(
         name=AUTOMATION_NAME,
         description="Declared by `niftytune serve`: tells the operator when a daily run fails or crashes.",
         trigger=EventTrigger(

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deployments.alerts import declare_alerts
 from deployments.local_api import use_server
 
 DEPLOYMENT_NAME = "daily"
@@ -52,6 +53,7 @@ def serve(home: Path, *, cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZ
     from prefect import serve as prefect_serve
 
     print(f"serving daily-retrain/daily against the Prefect server at {url}", flush=True)
+    print(declare_alerts(), flush=True)  # a failed or crashed run notifies (deployments/alerts.py)
     parameters = {k: v for k, v in {"source": source, "profile": profile}.items() if v}
     prefect_serve(build_deployment(home, cron=cron, timezone=timezone, parameters=parameters))
 

@@ -71,6 +71,12 @@ def test_niftytune_run_reports_to_the_readme_server_with_nothing_exported(prefec
     assert [r["state_type"] for r in runs if r["parameters"]["params"].get("as_of") == "2025-03-29"] == ["COMPLETED"]
 
 
+def test_serve_without_an_alert_block_says_how_to_add_one(served_deployment):
+    assert "alerts: no notification block named 'niftytune-alerts'; create one in the Prefect UI" in (
+        served_deployment.log.read_text())
+    assert served_deployment.server.post("/automations/filter", {}) == []
+
+
 def test_served_deployment_runs_one_at_a_time_on_a_kolkata_cron(served_deployment):
     deployment = served_deployment.server.get(f"/deployments/{served_deployment.id}")
     [schedule] = deployment["schedules"]
