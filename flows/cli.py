@@ -103,8 +103,8 @@ def _prefect_api() -> None:
     from deployments.local_api import use_server
 
     url = use_server(required=False)
-    print(f"Prefect: {f'the server at {url}' if url else 'a temporary local server (no `niftytune server` running)'}",
-          file=sys.stderr)
+    where = f"the server at {url}" if url else "a temporary local server (no `niftytune server` running)"
+    print(f"Prefect: {where}", file=sys.stderr)
 
 
 def _as_of(args: argparse.Namespace) -> date:

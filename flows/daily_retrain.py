@@ -69,7 +69,7 @@ class RetrainParameters(BaseModel):
     force: bool = Field(False, description="Retrain a day that already has a decision. Default: off.")
     dry_run: bool = Field(False, description="Train, score and decide, but register nothing. Default: off.")
     home: str | None = Field(None, description="Folder of the market data, adapters and registry. Default: "
-                                               "the one `niftytune serve --home` gave.")
+                                               "the deployment's (`niftytune serve --home`).")
 
     def config(self) -> Config:
         """The profile with these parameters applied."""

@@ -166,12 +166,11 @@ class ServedDeployment:
 @contextmanager
 def readme_serve(server: PrefectServer, clone: Path, *extra: str) -> Iterator[ServedDeployment]:
     """`niftytune serve --home var [extra]` in `clone`, once it has registered its deployment."""
-    log = clone / "serve.log"
-    start = log.stat().st_size if log.exists() else 0
+    log = clone / f"serve-{len(list(clone.glob('serve-*.log')))}.log"  # one per serve process
     proc = start_process(["niftytune", "serve", "--home", "var", *extra], clone, log)
     try:
         wait_for("`niftytune serve` registered its deployment",
-                 lambda: SERVING in log.read_text(errors="replace")[start:], 120, proc, log)
+                 lambda: SERVING in log.read_text(errors="replace"), 120, proc, log)
         [deployment] = server.post("/deployments/filter", {"deployments": {"name": {"any_": ["daily"]}}})
         yield ServedDeployment(server, clone / "var", deployment, log, proc)
     finally:

@@ -101,7 +101,7 @@ def artifact_shows(page, key: str):
             "registered-version": page.get_by_text("Folder (copy the path", exact=False)}[key].first
 
 
-def open_artifacts(page, server_url: str, run_id: str, shots: list[Path]) -> None:
+def open_artifacts(page, server_url: str, run_id: str, run_name: str, shots: list[Path]) -> None:
     """The run's Artifacts tab lists the four keys; each opens readable (one screenshot each);
     the key link under *Artifact* opens that key's history across runs."""
     page.get_by_text("Artifacts", exact=True).click()
@@ -119,9 +119,7 @@ def open_artifacts(page, server_url: str, run_id: str, shots: list[Path]) -> Non
         shots.append(screenshot(page, f"artifact-{key}"))
     page.get_by_role("link", name="registered-version", exact=True).first.click()  # the key, right column
     page.wait_for_url(re.compile(r"/artifacts/key/"))
-    page.wait_for_load_state("networkidle")
-    page.get_by_text("Folder (copy the path", exact=False).first.wait_for()
-    page.wait_for_timeout(1000)  # the key's page renders its history list after the latest artifact
+    page.get_by_text(run_name, exact=True).first.wait_for()  # the key's history lists this run
     shots.append(screenshot(page, "artifact-key-history"))
 
 
@@ -167,7 +165,7 @@ def test_custom_run_from_the_ui_completes_and_shows_its_four_artifacts(served_de
             shots.append(screenshot(page, "custom-run-logs"))
             shots.append(screenshot_log_end(page))
             # 3. Its four artifacts; the decision names the session and the outcome.
-            open_artifacts(page, served.server.url, run_id, shots)
+            open_artifacts(page, served.server.url, run_id, run_name, shots)
             page.goto(f"{served.server.url}/runs/flow-run/{run_id}")
             page.get_by_text("Artifacts", exact=True).click()
             page.get_by_text("daily-retrain-decision", exact=True).last.click()
