@@ -181,3 +181,28 @@ def test_custom_run_from_the_ui_completes_and_shows_its_four_artifacts(served_de
         "as_of": str(AS_OF), "tickers": TICKERS, "max_steps": MAX_STEPS, "profile": str(fast_profile),
         "home": str(served.home)}
     assert [v for v in Registry(served.home).list() if f"-{AS_OF:%Y%m%d}-" in v.version]
+
+
+def test_a_skipped_day_reads_as_of_its_own_date_with_its_reason_in_the_logs(served_deployment, capsys):
+    # Issue 13: a skip on 2019-11-30 was titled "daily-retrain 2019-11-29: skipped", and its
+    # reason reached only the terminal.
+    served = served_deployment
+    run = served.create_run(name=f"ui-skip-{uuid.uuid4().hex[:6]}", as_of="2019-11-30", source="synthetic")
+    assert served.wait_final(run["id"], timeout=120)["state_type"] == "COMPLETED"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 1200})
+        page.set_default_timeout(30_000)
+        try:
+            page.goto(f"{served.server.url}/runs/flow-run/{run['id']}")
+            page.get_by_text("skipped: not a trading day (Saturday)", exact=True).first.wait_for()
+            shots = [screenshot(page, "skip-run-logs")]
+            page.get_by_text("Artifacts", exact=True).click()
+            page.get_by_text("daily-retrain-decision", exact=True).last.click()
+            playwright.expect(page.get_by_role("heading", name="daily-retrain 2019-11-30: skipped")).to_be_visible()
+            page.get_by_text("the last NSE session before it: 2019-11-29", exact=False).first.wait_for()
+            shots.append(screenshot(page, "artifact-skip-decision"))
+        finally:
+            browser.close()
+    with capsys.disabled():
+        print(f"\n[browser test] screenshots: {', '.join(str(s) for s in shots)}")
