@@ -5,6 +5,7 @@ registry byte-identical; one run at a time per home."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import threading
@@ -122,6 +123,37 @@ def test_first_decision_says_there_was_no_champion_yet_and_the_data_window(promo
     data = read_artifact(promoted.flow_run_id, "daily-retrain-decision").data
     assert "champion before this run: none yet, so the candidate was compared with the base model" in data
     assert re.search(rf"bars \d{{4}}-\d\d-\d\d \.\. {TRADING_DAY}", data)
+
+
+def run_logs(flow_run_id: Any, level: int = logging.WARNING) -> list[str]:
+    """The records of one flow run at `level`, as its Logs tab in the UI shows them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # logs go to the API in batches
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return [log.message for log in logs if log.level == level]
+
+
+def test_training_progress_scores_and_decision_are_in_the_runs_logs(promoted):
+    # Issue 13: the UI showed "stage train: started" and then minutes of silence.
+    infos = run_logs(promoted.flow_run_id, logging.INFO)
+    assert any(re.match(r"training step \d+/\d+ \(\d+%\): loss [\d.]+, [\d.]+ steps/s, about .+ left", m)
+               for m in infos), infos
+    assert any(m.startswith("evaluation at step ") and "validation loss" in m for m in infos)
+    assert any(m.startswith("score candidate: validation loss") for m in infos)
+    assert f"decision: promote ({promoted.summary.message})" in infos
+
+
+def test_dropped_rows_are_warnings_in_the_runs_logs(fast_profile, shared_market, tmp_path):
+    # Issue 13: dropped rows reached only the terminal. The recorded TCS file has the all-null
+    # Muhurat row of Sunday 2019-10-27.
+    state = daily(tmp_path, fast_profile, as_of=YAHOO_DAY, source="csv", csv_dir=str(shared_market), **QUICK)
+    assert state.is_completed(), state.message
+    warnings = run_logs(state.state_details.flow_run_id)
+    assert any(m.startswith("TCS.NS 2019-10-27: dropped row: junk row") for m in warnings), warnings
 
 
 # --- days without training ---------------------------------------------------------------------
