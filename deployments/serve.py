@@ -3,29 +3,32 @@
     niftytune server --home var           # terminal 1: Prefect API + UI on http://127.0.0.1:4200
     niftytune serve  --home var           # terminal 2: the deployment, 18:00 IST Mon-Fri
 
-The deployment is the same one `deployments/prefect.yaml` declares for a work pool: entrypoint
-`flows/daily_retrain.py:daily_retrain`, Cron `0 18 * * 1-5` in Asia/Kolkata (after the 15:30
-close, with time for Yahoo to publish the day's bars), one run at a time.
+The deployment is the one `deployments/prefect.yaml` declares for a work pool: the flow
+`flows.daily_retrain.daily_retrain` (a module path, so `serve` works from any folder), Cron
+`0 18 * * 1-5` in Asia/Kolkata (after the 15:30 close, with time for Yahoo to publish the day's
+bars), one run at a time. `serve` talks to the server `niftytune server` started (see
+`deployments/local_api.py` for why that is decided before Prefect is imported).
 """
 from __future__ import annotations
 
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from deployments.alerts import declare_alerts
+from deployments.local_api import use_server
 
 DEPLOYMENT_NAME = "daily"
 DEFAULT_CRON = "0 18 * * 1-5"
 DEFAULT_TIMEZONE = "Asia/Kolkata"
 CONCURRENCY_LIMIT = 1
-DEFAULT_API_URL = "http://127.0.0.1:4200/api"
 
 
 def build_deployment(home: Path, *, cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE,
                      parameters: dict[str, Any] | None = None):
     """The daily-retrain RunnerDeployment: schedule, concurrency limit 1, default parameters."""
+    from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
     from flows.daily_retrain import daily_retrain
@@ -39,41 +42,28 @@ def build_deployment(home: Path, *, cron: str = DEFAULT_CRON, timezone: str = DE
         description="Fetch the day's NSE/BSE bars, build samples, train a fresh adapter, "
                     "score it against the champion and promote it only if it is better.",
         tags=["niftytune"],
+        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-
-
-def api_url() -> str:
-    """PREFECT_API_URL, defaulting (and exported) to the local server of `niftytune server`."""
-    url = os.environ.get("PREFECT_API_URL") or DEFAULT_API_URL
-    os.environ["PREFECT_API_URL"] = url
-    return url
-
-
-def check_server(url: str, timeout: float = 3.0) -> None:
-    """Fail with a clear message when no Prefect server answers at `url`."""
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as response:
-            response.read()
-    except (urllib.error.URLError, OSError) as exc:
-        raise RuntimeError(f"no Prefect server answers at {url} ({exc}); start one with "
-                           f"`niftytune server --home DIR` or set PREFECT_API_URL") from None
 
 
 def serve(home: Path, *, cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE,
           source: str | None = None, profile: str | None = None) -> None:
     """Register the deployment with the server and run its scheduled and manual runs here."""
+    url = use_server(required=True)  # before Prefect is imported: its settings are read once
     from prefect import serve as prefect_serve
 
-    check_server(api_url())
+    print(f"serving daily-retrain/daily against the Prefect server at {url}", flush=True)
+    print(declare_alerts(), flush=True)  # a failed or crashed run notifies (deployments/alerts.py)
     parameters = {k: v for k, v in {"source": source, "profile": profile}.items() if v}
     prefect_serve(build_deployment(home, cron=cron, timezone=timezone, parameters=parameters))
 
 
-def start_server(home: Path, *, host: str = "127.0.0.1", port: int = 4200) -> int:
-    """Run `prefect server start` in the foreground with its database under the home."""
+def start_server(home: Path, *, host: str = "127.0.0.1", port: int = 4200) -> None:
+    """Become `prefect server start` (exec: a signal to this process reaches the server itself),
+    with its database under the home."""
     env = {**os.environ, "PREFECT_HOME": str(home / "prefect"),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    print(f"Prefect UI: http://{host}:{port}  (database under {home / 'prefect'}; Ctrl-C stops it)")
+    print(f"Prefect UI: http://{host}:{port}  (database under {home / 'prefect'}; Ctrl-C stops it)", flush=True)
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
     from tasks.processes import run_foreground  # SIGTERM reaches the server; it dies with this process
 

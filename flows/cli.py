@@ -99,6 +99,16 @@ def _home(args: argparse.Namespace) -> Path:
     return home
 
 
+def _prefect_api() -> None:
+    """Runs go to the server of `niftytune server` when one answers (they show in its UI), else to
+    a temporary local Prefect; decided before Prefect is imported (deployments/local_api.py)."""
+    from deployments.local_api import use_server
+
+    url = use_server(required=False)
+    where = f"the server at {url}" if url else "a temporary local server (no `niftytune server` running)"
+    print(f"Prefect: {where}", file=sys.stderr)
+
+
 def _as_of(args: argparse.Namespace) -> date:
     from tasks.market_data import today_in_kolkata
 
@@ -174,6 +184,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     _config(args)  # a bad flag, profile or date fails here, before Prefect starts
     home = _home(args)
+    _prefect_api()
     from flows.daily_retrain import RetrainParameters, daily_retrain
     from tasks.preflight import writing
     from tasks.promotion import resolve_champion
@@ -200,6 +211,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         raise UserError(f"--to {args.to_date} is before --from {args.from_date}")
     _config(args)  # a bad flag, profile or date fails here, before Prefect starts
     home = _home(args)
+    _prefect_api()
     from flows.backfill import backfill
     from tasks.reporting import format_backfill_table
     from flows.daily_retrain import RetrainParameters
@@ -227,7 +239,8 @@ def cmd_server(args: argparse.Namespace) -> int:
     home = _home(args)
     from deployments.serve import start_server
 
-    return start_server(home, host=args.host, port=args.port)
+    start_server(home, host=args.host, port=args.port)  # replaces this process
+    return 0
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
@@ -272,8 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
             "runs/<run-id>/adapter/. Does not touch the registry (see `niftytune run`).")
     _add_market(p), _add_profile(p)
     p = add("run", cmd_run, "run the daily flow once (fetch, samples, train, score, gate, register)",
-            "Run the daily-retrain Prefect flow once in this process, against a local ephemeral "
-            "Prefect whose database lives under NIFTYTUNE_HOME/prefect.")
+            "Run the daily-retrain Prefect flow once in this process. With `niftytune server` "
+            "running (or PREFECT_API_URL set) the run reports there and shows in its UI; "
+            "otherwise it uses a temporary local Prefect whose database lives under "
+            "NIFTYTUNE_HOME/prefect.")
     _add_market(p), _add_profile(p)
     p.add_argument("--force", action="store_true", help="rerun a session that already has a decision")
     p.add_argument("--dry-run", action="store_true",
@@ -305,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("serve", cmd_serve, "serve the daily-retrain deployment on its schedule",
             "Serve the daily-retrain deployment from this process: scheduled Monday to Friday "
             "after the NSE close, one run at a time, startable from the Prefect UI. Needs a "
-            "Prefect server (`niftytune server`) unless PREFECT_API_URL points at one.")
+            "Prefect server: the one `niftytune server` starts on this machine (found at "
+            "http://127.0.0.1:4200/api; nothing to export), or the one PREFECT_API_URL names.")
     p.add_argument("--cron", default="0 18 * * 1-5", help="schedule (default: 18:00 Mon-Fri)")
     p.add_argument("--timezone", default="Asia/Kolkata", help="time zone of the schedule")
     p.add_argument("--source", choices=["yahoo", "csv", "synthetic"], help="default source of scheduled runs")

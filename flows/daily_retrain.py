@@ -12,40 +12,66 @@ they were. Stages pass paths and small records, never models or DataFrames.
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from flows.fetch_market import fetch_and_commit
 from tasks import market_data, reporting
 from tasks.config import Config, load_config, resolve_home, select_tickers
 from tasks.evaluation import score_candidate
 from tasks.housekeeping import tidy_home
+from tasks.progress import send_module_logs_to_run
 from tasks.promotion import decide_promotion, existing_decision, register_candidate
 from tasks.runlock import run_lock
 from tasks.samples import build_sample_files
 from tasks.training import check_training_extras, train_candidate
 
 
-class RetrainParameters(BaseModel):
-    """Parameters of one daily run; the Prefect UI renders them as a form."""
+def _operator_form(schema: dict[str, Any]) -> None:
+    """Render every optional field as a plain input: Prefect's form shows `X | None` as a choice
+    of types that opens on "None" with no input, so the null branch is dropped (an empty field
+    is left out of the run's parameters and takes the default the description states)."""
+    for prop in schema.get("properties", {}).values():
+        branches = [b for b in prop.get("anyOf", []) if b.get("type") != "null"]
+        if len(branches) == 1 and len(prop["anyOf"]) == 2:
+            del prop["anyOf"]
+            prop.update(branches[0])
+            if prop.get("default", "") is None:  # a null default would be sent as null
+                del prop["default"]
 
-    as_of: date | None = Field(None, description="Day to run as of; empty = today in Asia/Kolkata.")
+
+class RetrainParameters(BaseModel):
+    """What this run does. Leave a field empty to use its default."""
+
+    model_config = ConfigDict(json_schema_extra=_operator_form)
+
+    as_of: date | None = Field(None, description="Trading day to run for. Default: today in Asia/Kolkata.")
     source: Literal["yahoo", "csv", "synthetic"] | None = Field(
-        None, description="Market data source; empty = the profile's (yahoo).")
-    csv_dir: str | None = Field(None, description="Folder of TICKER.csv files for source=csv.")
-    tickers: list[str] | None = Field(None, description="Replace the universe for this run.")
-    profile: str | None = Field(None, description="cpu, gpu, laptop-4gb or a YAML path; empty = gpu with CUDA, else cpu.")
-    base_model: str | None = Field(None, description="Base model id or folder; empty = the profile's.")
-    base_revision: str | None = Field(None, description="Hub commit of a hub base model.")
+        None, description="Where market data comes from: yahoo (live), csv (a folder of files) or "
+                          "synthetic (offline). Default: the profile's (yahoo).")
+    csv_dir: str | None = Field(None, description="Folder of TICKER.csv files, for source csv only. "
+                                                  "Default: none.")
+    tickers: list[str] | None = Field(None, description="Symbols to use instead of the profile's list, "
+                                                        "e.g. ^NSEI and TCS.NS. Default: the profile's list.")
+    profile: str | None = Field(None, description="Settings profile: cpu, gpu, laptop-4gb or a YAML file's "
+                                                  "path. Default: gpu on a CUDA machine, else cpu.")
+    base_model: str | None = Field(None, description="Model to fine-tune: a Hugging Face id or a folder. "
+                                                     "Default: the profile's (embedded SmolLM2-135M).")
+    base_revision: str | None = Field(None, description="Commit to pin a Hugging Face base model to. "
+                                                        "Default: none (the profile's).")
     min_delta: float | None = Field(None, ge=0, allow_inf_nan=False,
-                                    description="Loss improvement needed to promote; empty = the profile's.")
-    max_steps: int | None = Field(None, description="Cap on training steps; empty = the profile's.")
-    max_train_samples: int | None = Field(None, ge=1, description="Cap on training samples; empty = the profile's.")
-    force: bool = Field(False, description="Rerun a session that already has a decision.")
-    dry_run: bool = Field(False, description="Train, score and decide, but register nothing.")
-    home: str | None = Field(None, description="Runtime home; empty = $NIFTYTUNE_HOME or ./var.")
+                                    description="Validation-loss improvement a new adapter needs to be "
+                                                "promoted. Default: the profile's (0.005).")
+    max_steps: int | None = Field(None, description="Most training steps (-1: no cap). Default: the "
+                                                    "profile's (cpu 12, gpu no cap).")
+    max_train_samples: int | None = Field(None, ge=1, description="Most grounded training conversations. "
+                                                                  "Default: the profile's (cpu 48, gpu 2500).")
+    force: bool = Field(False, description="Retrain a day that already has a decision. Default: off.")
+    dry_run: bool = Field(False, description="Train, score and decide, but register nothing. Default: off.")
+    home: str | None = Field(None, description="Folder of the market data, adapters and registry. Default: "
+                                               "the deployment's (`niftytune serve --home`).")
 
     def config(self) -> Config:
         """The profile with these parameters applied."""
@@ -59,9 +85,15 @@ class RetrainParameters(BaseModel):
 # log_prints stays off: libraries print to stdout on purpose (dill captures dis output) and
 # Prefect would turn that into log noise.
 @flow(name="daily-retrain")
-def daily_retrain(params: RetrainParameters = RetrainParameters()) -> reporting.RunSummary:
-    """Fetch, sample, train, score, gate and register one trading session."""
+def daily_retrain(params: Annotated[RetrainParameters, Field(json_schema_extra={"title": "Run settings"})]
+                  ) -> reporting.RunSummary:
+    """Fetch, sample, train, score, gate and register one trading session.
+
+    Args:
+        params: What this run does; an empty field takes the default its description states.
+    """
     log = get_run_logger()
+    send_module_logs_to_run()  # the stages' own loggers (progress, dropped rows, skips) show in the UI
     home, cfg = resolve_home(params.home), params.config()
     timer = reporting.StageTimer(log)
     t = cfg.training
@@ -104,6 +136,7 @@ def daily_retrain(params: RetrainParameters = RetrainParameters()) -> reporting.
                     scores = score_candidate(home, cfg, candidate, sample_set)
                 # 7. Gate: promote only on an improvement of at least min_delta.
                 decision = decide_promotion(scores, cfg.gate.min_delta, cfg.gate.max_accuracy_drop)
+                reporting.log_decision(scores, decision)
                 # 8. Register the candidate as evaluated; move the pointer only on promote.
                 with timer("register"):
                     version = None if params.dry_run else register_candidate(
@@ -112,4 +145,5 @@ def daily_retrain(params: RetrainParameters = RetrainParameters()) -> reporting.
                 reporting.remove_run_dir(candidate)
 
     # 9. Report: decision, coverage, accuracy and the registered version as artifacts.
-    return reporting.publish_run(home, session, coverage, scores, decision, version, timer, params.dry_run)
+    return reporting.publish_run(home, session, coverage, sample_set, scores, decision, version, timer,
+                                 params.dry_run)

@@ -2,13 +2,16 @@
 history run after run), per-stage timings, and the one-screen summary `niftytune run` prints.
 
 Artifact keys: `daily-retrain-decision` (markdown), `market-coverage` (table),
-`answer-accuracy` (table), `registered-version` (link).
+`answer-accuracy` (table), `registered-version` (markdown: the version and its folder as text;
+the UI drops file:// links). Each reads at the UI's usual width (a ~700 px pane): short
+columns, long reasons cut in the table and logged in full as warnings.
 """
 from __future__ import annotations
 
 import logging
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 DECISION_KEY = "daily-retrain-decision"
@@ -25,6 +28,8 @@ COVERAGE_KEY = "market-coverage"
 ACCURACY_KEY = "answer-accuracy"
 VERSION_KEY = "registered-version"
 MODELS = ("base", "champion", "candidate")
+NOTES_WIDTH = 60  # characters of dropped-row reasons and anomalies a coverage row shows
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,7 +84,7 @@ def _fmt(x: float | None, spec: str = ".4f") -> str:
 
 
 def _decision_markdown(summary: RunSummary, extra: list[str]) -> str:
-    lines = [f"# daily-retrain {summary.session}: **{summary.status}**", "", summary.message, ""]
+    lines = [f"# daily-retrain {summary.as_of}: **{summary.status}**", "", summary.message, ""]
     if summary.losses:
         lines += ["| model | validation loss | answer accuracy |", "|---|---:|---:|"]
         lines += [f"| {m} | {_fmt(summary.losses.get(m))} | {_fmt(summary.accuracy.get(m), '.1%')} |"
@@ -95,9 +100,13 @@ def _decision_markdown(summary: RunSummary, extra: list[str]) -> str:
 def publish_skip(home: Path, session: Any, message: str) -> RunSummary:
     """A non-session day: a clean, reported skip (Completed, no fetch, no training)."""
     summary = RunSummary(session.as_of, session.session, "skipped", message, champion=_champion(home))
-    create_markdown_artifact(_decision_markdown(summary, [f"Champion unchanged: {summary.champion}."]),
-                             key=DECISION_KEY, description=message)
-    logging.getLogger(__name__).info(message)
+    extra = [f"- as of: {summary.as_of}; the last NSE session before it: {summary.session}",
+             "- nothing was fetched, trained or registered",
+             f"- champion: {summary.champion} (unchanged)" if summary.champion
+             else "- champion: none yet (answers come from the base model)"]
+    create_markdown_artifact(_decision_markdown(summary, extra), key=DECISION_KEY,
+                             description=f"{summary.as_of}: skipped")
+    log.info(message)
     return summary
 
 
@@ -107,28 +116,66 @@ def publish_noop(home: Path, session: Any, previous: Any) -> RunSummary:
                f"{previous.time:%Y-%m-%d %H:%M}); pass force=true to retrain it")
     summary = RunSummary(session.as_of, session.session, "no-op", message, version=previous.version,
                          champion=_champion(home))
-    create_markdown_artifact(_decision_markdown(summary, []), key=DECISION_KEY, description=message)
-    logging.getLogger(__name__).info(message)
+    create_markdown_artifact(_decision_markdown(summary, []), key=DECISION_KEY,
+                             description=f"{summary.as_of}: no-op")
+    log.info(message)
     return summary
 
 
+def _cut(text: str, width: int = NOTES_WIDTH) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def _coverage_table(coverage: Any) -> list[dict[str, Any]]:
-    return [{"ticker": t.symbol, "source": t.source, "last session": str(t.last_session or "-"),
-             "rows added": t.rows_added, "rows revised": t.rows_revised, "dropped": len(t.dropped),
-             "dropped why": "; ".join(f"{d.session}: {d.reason}" for d in t.dropped)[:300],
-             "anomalies": "; ".join(t.anomalies)[:300], "status": "ok" if t.has_session else "stale"}
-            for t in coverage.tickers]
+    """One short row per ticker; the full reasons are in the run's logs (warnings)."""
+    rows = []
+    for t in coverage.tickers:
+        notes = [f"{d.session}: {d.reason}" for d in t.dropped] + list(t.anomalies)
+        rows.append({"ticker": t.symbol, "last session": str(t.last_session or "-"), "added": t.rows_added,
+                     "revised": t.rows_revised, "dropped": len(t.dropped),
+                     "status": "ok" if t.has_session else "stale", "notes": _cut("; ".join(notes)) or "none"})
+    return rows
 
 
 def _accuracy_table(scores: Any) -> list[dict[str, Any]]:
+    """Per question family: how many probe questions, and each model's share answered right."""
+    probes = Counter(str(p).split("/", 1)[0] for p in scores.probe_ids)
     families = sorted({f for s in scores.scores.values() for f in (s.accuracy or {})})
-    return [{"family": f, **{m: _fmt((scores.scores[m].accuracy or {}).get(f), ".1%")
-                             for m in MODELS if m in scores.scores}} for f in families]
+    return [{"family": f, "probes": probes.get(f, 0),
+             **{m: _fmt((scores.scores[m].accuracy or {}).get(f), ".1%") for m in MODELS if m in scores.scores}}
+            for f in families]
+
+
+def _data_window(sample_set: Any) -> str:
+    """`2019-08-26 .. 2019-11-29` (bars the samples were built from), per ticker when they differ."""
+    windows = {tuple(w) for w in sample_set.data_window.values()}
+    if len(windows) == 1:
+        first, last = windows.pop()
+        return f"bars {first} .. {last}"
+    return "bars " + ", ".join(f"{t} {a} .. {b}" for t, (a, b) in sorted(sample_set.data_window.items()))
+
+
+def _version_markdown(version: Any, status: str, home: Path) -> str:
+    folder = Path(version.path).resolve()
+    return "\n".join([f"# {version.version} ({status})", "", "Folder (copy the path; the UI does not open files):",
+                      "", f"`{folder}`", "", f"Inspect it: `niftytune registry show {version.version} --home {home}`"])
+
+
+def _run_details(summary: RunSummary, coverage: Any, sample_set: Any, scores: Any, decision: Any) -> list[str]:
+    baseline = ("- champion before this run: none yet, so the candidate was compared with the base model"
+                if decision.baseline == "base" else f"- compared with the champion {scores.champion_version}")
+    return [baseline,
+            f"- delta vs {decision.baseline}: {_fmt(decision.delta, '+.6f')} (min_delta {decision.min_delta:g})",
+            f"- candidate version: {summary.version or '(not registered: dry run)'}",
+            f"- champion after this run: {summary.champion or '(none)'}",
+            f"- scored on {scores.n_samples} validation conversations ({scores.n_tokens} answer tokens), "
+            f"val.jsonl sha256 {scores.val_hash[:16]}…",
+            f"- data: {len(coverage.tickers)} tickers from {coverage.source}, {_data_window(sample_set)}"]
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)
-def publish_run(home: Path, session: Any, coverage: Any, scores: Any, decision: Any, version: Any,
-                timer: StageTimer, dry_run: bool) -> RunSummary:
+def publish_run(home: Path, session: Any, coverage: Any, sample_set: Any, scores: Any, decision: Any,
+                version: Any, timer: StageTimer, dry_run: bool) -> RunSummary:
     """Artifacts for a trained session: decision, coverage, accuracy, registered version."""
     status = "dry-run" if dry_run else ("promoted" if decision.promote else "rejected")
     summary = RunSummary(
@@ -136,23 +183,27 @@ def publish_run(home: Path, session: Any, coverage: Any, scores: Any, decision: 
         version=version.version if version else None, champion=_champion(home),
         losses={m: s.loss for m, s in scores.scores.items()},
         accuracy={m: s.accuracy_overall for m, s in scores.scores.items()}, timings=dict(timer.seconds))
-    window = coverage.tickers and f"{min(str(t.last_session) for t in coverage.tickers)} .. {session.session}"
-    extra = [f"- delta vs {decision.baseline}: {_fmt(decision.delta, '+.6f')} (min_delta {decision.min_delta:g})",
-             f"- candidate version: {summary.version or '(not registered: dry run)'}",
-             f"- champion after this run: {summary.champion or '(none)'}",
-             f"- scored on val.jsonl sha256 {scores.val_hash[:16]}... ({scores.n_samples} conversations, "
-             f"{scores.n_tokens} answer tokens)",
-             f"- data: {len(coverage.tickers)} tickers, source {coverage.source}, last sessions {window}"]
+    extra = _run_details(summary, coverage, sample_set, scores, decision)
     create_markdown_artifact(_decision_markdown(summary, extra), key=DECISION_KEY,
-                             description=f"{summary.session}: {status}")
+                             description=f"{summary.as_of}: {status}")
     create_table_artifact(_coverage_table(coverage), key=COVERAGE_KEY,
                           description=f"market coverage for {summary.session}")
     create_table_artifact(_accuracy_table(scores), key=ACCURACY_KEY,
-                          description=f"answer accuracy per family for {summary.session}")
+                          description=f"answer accuracy per question family for {summary.session}")
     if version is not None:
-        create_link_artifact(Path(version.path).resolve().as_uri(), link_text=version.version, key=VERSION_KEY,
-                             description=f"registered version for {summary.session} ({status})")
+        create_markdown_artifact(_version_markdown(version, status, home), key=VERSION_KEY,
+                                 description=f"registered version for {summary.session} ({status})")
     return summary
+
+
+def log_decision(scores: Any, decision: Any) -> None:
+    """The scores of the three models and the gate's decision with its reason, in the run's logs."""
+    for model in MODELS:
+        if model in scores.scores:
+            s = scores.scores[model]
+            log.info("score %s: validation loss %.4f, answer accuracy %s", model, s.loss,
+                     _fmt(s.accuracy_overall, ".1%"))
+    log.info("decision: %s (%s)", "promote" if decision.promote else "reject", decision.reason)
 
 
 def format_run_summary(summary: RunSummary) -> str:

@@ -241,7 +241,7 @@ def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train
 def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool,
            callbacks: list[Any] = ()) -> Candidate:
     t, phases = cfg.training, _Phases()
-    log.info("training run %s with config %s", run_dir.name, cfg.model_dump_json())
+    log.debug("training run %s with config %s", run_dir.name, cfg.model_dump_json())  # also in the manifest
     with phases("imports"):  # peft, trl, transformers' Trainer, bitsandbytes: seconds, once per process
         from peft import prepare_model_for_kbit_training
         import trl  # noqa: F401
@@ -320,7 +320,9 @@ def format_candidate(candidate: Candidate) -> str:
 @task(name="train-adapter", cache_policy=NO_CACHE)
 def train_candidate(home: Path, cfg: Config, sample_set: Any) -> Candidate:
     """Train a fresh adapter on the session's samples (the run folder is removed on failure,
-    and by the next writer's cleanup if this process is killed: its id marks it as scratch)."""
+    and by the next writer's cleanup if this process is killed: its id marks it as scratch);
+    progress goes to the run's logs."""
     from tasks.housekeeping import scratch_run_id
+    from tasks.progress import training_progress
 
-    return train_adapter(home, cfg, sample_set, run_id=scratch_run_id())
+    return train_adapter(home, cfg, sample_set, run_id=scratch_run_id(), callbacks=[training_progress()])

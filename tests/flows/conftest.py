@@ -1,27 +1,20 @@
 """Shared fixtures of the flow tests: one Prefect test harness for the session, a fast profile
-built on the tiny model, and a real local Prefect server with the daily deployment served
-against it (for the schedule and UI tests). Helpers the flow tests share sit at the bottom."""
+built on the tiny model, and the README's `niftytune server` and `niftytune serve` (for the
+schedule and UI tests; tests/flows/readme_processes.py starts them as a user does). Helpers the flow tests share sit at the bottom."""
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from tasks import market_sources
+from tests.flows.readme_processes import (PrefectServer, ServedDeployment, log_tail, readme_serve,  # noqa: F401
+                                          readme_server, wait_for)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_DIR = PROJECT_ROOT / "test-artifacts"  # git-ignored; CI keeps it
@@ -76,142 +69,26 @@ def fast_profile(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     return path
 
 
-# --- a real local Prefect server and the served deployment -----------------------------------
+# --- the README's `niftytune server` and `niftytune serve` -----------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any PREFECT_* setting, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
-
-
-def start_process(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """Start `command` in its own process group (so teardown can kill all its children); where
-    util-linux's setpriv exists it also gets SIGTERM if pytest dies without a teardown."""
-    if shutil.which("setpriv"):
-        command = ["setpriv", "--pdeathsig", "TERM", "--", *command]
-    with open(log, "wb") as out:
-        return subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group, SIGKILL what is left of it (e.g. flow-run subprocesses)."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-    except ProcessLookupError:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
-
-
-def log_tail(log: Path, chars: int = 3000) -> str:
-    return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float, proc: subprocess.Popen | None = None,
-             log: Path | None = None, interval: float = 0.5) -> Any:
-    """Poll `probe` until it returns something truthy; fail clearly on timeout or process exit."""
-    deadline, last_error = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"{what}: the process exited with {proc.returncode} first; log tail:\n{log_tail(log)}")
-        try:
-            result = probe()
-            if result:
-                return result
-        except (httpx.TransportError, OSError) as exc:  # not up yet; an HTTP error status fails at once
-            last_error = exc
-        time.sleep(interval)
-    pytest.fail(f"{what}: not within {timeout:.0f} s (last error: {last_error}); log tail:\n"
-                + (log_tail(log) if log else ""))
-
-
-@dataclass
-class PrefectServer:
-    url: str  # http://127.0.0.1:PORT (the UI); the API is under /api
-    log: Path
-
-    @property
-    def api(self) -> str:
-        return f"{self.url}/api"
-
-    def post(self, path: str, body: dict | None = None) -> Any:
-        response = httpx.post(f"{self.api}{path}", json=body or {}, timeout=10)
-        response.raise_for_status()
-        return response.json()
-
-    def get(self, path: str) -> Any:
-        response = httpx.get(f"{self.api}{path}", timeout=10)
-        response.raise_for_status()
-        return response.json()
+@pytest.fixture(scope="session")
+def readme_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder a user runs the README's commands in; `--home var` is its var/."""
+    return tmp_path_factory.mktemp("clone")
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """`prefect server start` (API + UI) on a free port, with its database in a temp dir."""
-    folder = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = clean_env(PREFECT_HOME=str(folder / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                    PREFECT_UI_ENABLED="true", PREFECT_UI_API_URL=f"{url}/api",
-                    PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="1")
-    log = folder / "server.log"
-    proc = start_process([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                          "--port", str(port)], env, log)
-    try:
-        server = PrefectServer(url, log)
-        wait_for("Prefect server health", lambda: server.get("/health"), 120, proc, log)
+def prefect_server(readme_clone: Path) -> Iterator[PrefectServer]:
+    """`niftytune server --home var`, exactly as the README starts it (http://127.0.0.1:4200)."""
+    with readme_server(readme_clone) as server:
         yield server
-    finally:
-        stop_process(proc)
 
 
-@dataclass
-class ServedDeployment:
-    server: PrefectServer
-    home: Path
-    deployment: dict[str, Any]
-    log: Path
-
-    @property
-    def id(self) -> str:
-        return self.deployment["id"]
-
-
-@pytest.fixture(scope="session")
-def served_deployment(prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory
-                      ) -> Iterator[ServedDeployment]:
-    """`niftytune serve --home <tmp>` against the local server, once its deployment is registered."""
-    folder = tmp_path_factory.mktemp("served")
-    home = folder / "home"
-    cli = Path(sys.executable).with_name("niftytune")
-    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "flows.cli"]
-    env = clean_env(PREFECT_API_URL=prefect_server.api, PREFECT_HOME=str(folder / "prefect"),
-                    PREFECT_RUNNER_POLL_FREQUENCY="2", PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    log = folder / "serve.log"
-    proc = start_process(command + ["serve", "--home", str(home)], env, log)
-    try:
-        def deployment() -> dict | None:
-            found = prefect_server.post("/deployments/filter",
-                                        {"deployments": {"name": {"any_": ["daily"]}}})
-            return found[0] if found else None
-
-        deployment_ = wait_for("the served deployment 'daily-retrain/daily'", deployment, 120, proc, log)
-        yield ServedDeployment(prefect_server, home, deployment_, log)
-    finally:
-        stop_process(proc)
+@pytest.fixture(scope="module")
+def served_deployment(prefect_server: PrefectServer, readme_clone: Path) -> Iterator[ServedDeployment]:
+    """`niftytune serve --home var`, exactly as the README starts it, once it has registered."""
+    with readme_serve(prefect_server, readme_clone) as served:
+        yield served
 
 
 # --- helpers for the flow tests ----------------------------------------------------------------

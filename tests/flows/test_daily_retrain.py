@@ -5,6 +5,8 @@ registry byte-identical; one run at a time per home."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 import threading
 from collections import Counter
@@ -18,12 +20,13 @@ import pytest
 from adapters_registry import Registry
 from tasks import evaluation, market_sources, training
 from tasks.market_data import PermanentFetchError
-from tests.flows.conftest import file_digests, read_artifact, run_daily
+from tests.flows.conftest import FAST_OVERRIDES, file_digests, read_artifact, run_daily
 from tests.tasks.test_market_yahoo import fake_yahoo, yahoo_bars  # noqa: F401  (fixture)
 
 TRADING_DAY = date(2025, 3, 28)  # a Friday session
 NEXT_SESSION = date(2025, 4, 1)  # the next one: 31 March 2025 was an NSE holiday
 YAHOO_DAY = date(2019, 11, 29)  # the last bar the fake Yahoo serves
+FAST_PROBES = FAST_OVERRIDES["evaluation.probe_size"]
 QUICK = {"max_steps": 2}  # for runs whose outcome (promoted or rejected) does not matter
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -101,17 +104,56 @@ def test_accuracy_artifact_scores_base_and_candidate_per_family(promoted):
     artifact = read_artifact(promoted.flow_run_id, "answer-accuracy")
     rows = json.loads(artifact.data)
     assert artifact.type == "table" and rows
-    assert all(set(r) == {"family", "base", "candidate"} for r in rows)
+    assert all(set(r) == {"family", "probes", "base", "candidate"} for r in rows)
     assert all(r[m].endswith("%") for r in rows for m in ("base", "candidate"))
+    assert 0 < sum(r["probes"] for r in rows) <= FAST_PROBES and all(r["probes"] > 0 for r in rows)
 
 
-def test_registered_version_artifact_links_to_the_version_folder(promoted):
+def test_registered_version_artifact_shows_the_version_folder_as_text(promoted):
+    # The UI drops file:// links (issue 13): the path is shown as text to copy.
     artifact = read_artifact(promoted.flow_run_id, "registered-version")
     version = promoted.summary.version
     folder = (promoted.home / "registry" / "versions" / version).resolve()
-    # Prefect stores a link artifact as markdown: [text](link)
-    assert artifact.data == f"[{version}]({folder.as_uri()})"
+    assert artifact.type == "markdown" and f"# {version} (promoted)" in artifact.data
+    assert f"`{folder}`" in artifact.data and "file://" not in artifact.data
     assert folder.is_dir()
+
+
+def test_first_decision_says_there_was_no_champion_yet_and_the_data_window(promoted):
+    data = read_artifact(promoted.flow_run_id, "daily-retrain-decision").data
+    assert "champion before this run: none yet, so the candidate was compared with the base model" in data
+    assert re.search(rf"bars \d{{4}}-\d\d-\d\d \.\. {TRADING_DAY}", data)
+
+
+def run_logs(flow_run_id: Any, level: int = logging.WARNING) -> list[str]:
+    """The records of one flow run at `level`, as its Logs tab in the UI shows them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # logs go to the API in batches
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return [log.message for log in logs if log.level == level]
+
+
+def test_training_progress_scores_and_decision_are_in_the_runs_logs(promoted):
+    # Issue 13: the UI showed "stage train: started" and then minutes of silence.
+    infos = run_logs(promoted.flow_run_id, logging.INFO)
+    assert any(re.match(r"training step \d+/\d+ \(\d+%\): loss [\d.]+, [\d.]+ steps/s, about .+ left", m)
+               for m in infos), infos
+    assert any(m.startswith("evaluation at step ") and "validation loss" in m for m in infos)
+    assert any(m.startswith("score candidate: validation loss") for m in infos)
+    assert f"decision: promote ({promoted.summary.message})" in infos
+
+
+def test_dropped_rows_are_warnings_in_the_runs_logs(fast_profile, shared_market, tmp_path):
+    # Issue 13: dropped rows reached only the terminal. The recorded TCS file has the all-null
+    # Muhurat row of Sunday 2019-10-27.
+    state = daily(tmp_path, fast_profile, as_of=YAHOO_DAY, source="csv", csv_dir=str(shared_market), **QUICK)
+    assert state.is_completed(), state.message
+    warnings = run_logs(state.state_details.flow_run_id)
+    assert any(m.startswith("TCS.NS 2019-10-27: dropped row: junk row") for m in warnings), warnings
 
 
 # --- days without training ---------------------------------------------------------------------
@@ -124,7 +166,9 @@ def test_non_trading_day_is_a_clean_reported_skip(day, reason, fast_profile, tmp
     summary = state.result()
     assert state.is_completed() and summary.status == "skipped"
     assert summary.message == f"skipped: not a trading day ({reason})"
-    assert summary.message in read_artifact(state.state_details.flow_run_id, "daily-retrain-decision").data
+    data = read_artifact(state.state_details.flow_run_id, "daily-retrain-decision").data
+    assert summary.message in data and f"# daily-retrain {day}: **skipped**" in data  # as of, not the session
+    assert "champion: none yet" in data
     assert not (tmp_path / "market").exists() and not (tmp_path / "samples").exists()
     assert not (tmp_path / "runs").exists() and Registry(tmp_path).list() == []
 

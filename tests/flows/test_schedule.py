@@ -1,9 +1,11 @@
-"""The daily deployment (issue 6): served against a real local Prefect server, its next runs are
-at 18:00 Asia/Kolkata on weekdays, one at a time; deployments/prefect.yaml declares the same
-deployment for a work pool."""
+"""The daily deployment (issues 6, 13), served by the README's commands exactly
+(`niftytune server --home var`, `niftytune serve --home var`, nothing exported): its runs
+complete on that server, its next runs are at 18:00 Asia/Kolkata on weekdays, one at a time;
+deployments/prefect.yaml declares the same deployment for a work pool."""
 from __future__ import annotations
 
-from datetime import datetime
+import subprocess
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,6 +14,7 @@ import yaml
 from deployments import serve
 from flows.daily_retrain import RetrainParameters, daily_retrain
 from tests.flows.conftest import PROJECT_ROOT, log_tail, wait_for
+from tests.flows.readme_processes import user_env
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 # SQLAlchemy 2.1 broke Prefect 3.8's scheduler service; its log then repeats this line.
@@ -45,13 +48,42 @@ def test_next_runs_start_at_1800_kolkata_on_weekdays(next_runs):
     assert len({t.date() for t in starts}) == len(starts)  # one run per day
 
 
+def test_a_run_of_the_served_deployment_completes_on_the_readme_server(served_deployment, fast_profile):
+    # Issue 13: serve used to start a temporary server of its own (Prefect's settings were read
+    # before it set PREFECT_API_URL), so runs started from the UI ended Cancelled or Crashed.
+    run = served_deployment.create_run(as_of="2025-03-27", profile=str(fast_profile), max_steps=2)
+    final = served_deployment.wait_final(run["id"])
+    assert final["state_type"] == "COMPLETED", f"{final['state_name']}: {log_tail(served_deployment.log)}"
+    serve_log = served_deployment.log.read_text()
+    assert "Starting temporary server" not in serve_log
+    assert "serving daily-retrain/daily against the Prefect server at http://127.0.0.1:4200/api" in serve_log
+    assert date(2025, 3, 27).strftime("-%Y%m%d-") in " ".join(
+        p.name for p in (served_deployment.home / "registry" / "versions").iterdir())
+
+
+def test_niftytune_run_reports_to_the_readme_server_with_nothing_exported(prefect_server, readme_clone):
+    # `niftytune run` while `niftytune server` is up: the run shows in that server's UI.
+    done = subprocess.run(["niftytune", "run", "--home", "var", "--source", "synthetic", "--as-of", "2025-03-29"],
+                          cwd=readme_clone, env=user_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Prefect: the server at http://127.0.0.1:4200/api" in done.stderr
+    runs = prefect_server.post("/flow_runs/filter", {"flows": {"name": {"any_": ["daily-retrain"]}}})
+    assert [r["state_type"] for r in runs if r["parameters"]["params"].get("as_of") == "2025-03-29"] == ["COMPLETED"]
+
+
+def test_serve_without_an_alert_block_says_how_to_add_one(served_deployment):
+    assert "alerts: no notification block named 'niftytune-alerts'; create one in the Prefect UI" in (
+        served_deployment.log.read_text())
+    assert served_deployment.server.post("/automations/filter", {}) == []
+
+
 def test_served_deployment_runs_one_at_a_time_on_a_kolkata_cron(served_deployment):
     deployment = served_deployment.server.get(f"/deployments/{served_deployment.id}")
     [schedule] = deployment["schedules"]
     assert schedule["active"] and schedule["schedule"]["timezone"] == "Asia/Kolkata"
     assert schedule["schedule"]["cron"] == "0 18 * * 1-5"
     assert deployment["global_concurrency_limit"]["limit"] == 1
-    assert deployment["entrypoint"] == "flows/daily_retrain.py:daily_retrain"
+    assert deployment["entrypoint"] == "flows.daily_retrain.daily_retrain"  # from any folder
     assert deployment["parameters"] == {"params": {"home": str(served_deployment.home)}}
 
 
@@ -71,10 +103,14 @@ def served(tmp_path, monkeypatch):
     return serve.build_deployment(tmp_path)
 
 
-def test_prefect_yaml_declares_the_served_entrypoint_schedule_and_concurrency(declared, served):
+def test_prefect_yaml_declares_the_served_flow_schedule_and_concurrency(declared, served, monkeypatch):
+    from prefect.flows import load_flow_from_entrypoint
+
     [schedule] = declared["schedules"]
     assert declared["name"] == served.name
-    assert declared["entrypoint"] == served.entrypoint
+    monkeypatch.chdir(PROJECT_ROOT)  # a worker runs prefect.yaml's file entrypoint from the project
+    by_file, by_module = (load_flow_from_entrypoint(e) for e in (declared["entrypoint"], served.entrypoint))
+    assert (by_file.name, by_file.fn.__code__.co_filename) == (by_module.name, by_module.fn.__code__.co_filename)
     assert (schedule["cron"], schedule["timezone"]) == (served.schedules[0].schedule.cron,
                                                         served.schedules[0].schedule.timezone)
     assert declared["concurrency_limit"] == served.concurrency_limit == 1

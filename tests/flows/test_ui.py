@@ -1,6 +1,9 @@
-"""A manual run from the Prefect UI, in a real browser (issue 6): on the served deployment's page,
-Run -> Custom run, fill parameters in the generated form, submit; the run completes in the serve
-process and its decision artifact shows in the UI. Screenshots go to test-artifacts/."""
+"""A manual run from the Prefect UI, in a real browser (issues 6, 13), with the processes started
+exactly as the README starts them (`niftytune server --home var`, `niftytune serve --home var`,
+nothing exported; tests/flows/readme_processes.py): on the deployment's page, Run -> Custom run,
+fill the generated form's plain fields, submit; the run completes in the serve process and its
+four artifacts show in the UI. Screenshots go to test-artifacts/ (the form, the completed run's
+artifacts, each artifact)."""
 from __future__ import annotations
 
 import re
@@ -31,31 +34,26 @@ playwright = pytest.importorskip("playwright.sync_api", reason="no browser drive
 
 
 def form_property(page, label: str):
-    """The generated form's block for one parameter field, found by its label."""
+    """The generated form's block for one parameter field, found by its label (a plain field)."""
     return page.locator(f"xpath=//span[contains(@class, 'schema-form-property__label')]"
                         f"[normalize-space()='{label} (Optional)']/ancestor::div[contains(concat(' ', "
                         f"normalize-space(@class), ' '), ' schema-form-property ')][1]")
 
 
 def fill_custom_run_form(page, run_name: str, profile: Path) -> None:
-    """Run name, as_of (date picker), tickers (list), profile (text), max_steps (number)."""
+    """Run name, as_of (date picker), tickers (list), profile (text), max_steps (number): each
+    a plain input under its label, no type to pick first (issue 13)."""
     page.locator(".flow-run-name-input input").fill(run_name)
     as_of = form_property(page, "As Of")
-    as_of.get_by_role("button", name="date", exact=True).click()
     as_of.locator(".p-date-button__control").click()
     page.locator(".p-date-picker input").fill(AS_OF.isoformat())
     page.get_by_role("button", name="Apply").click()
     tickers = form_property(page, "Tickers")
-    tickers.get_by_role("button", name="list", exact=True).click()
     for i, symbol in enumerate(TICKERS):
         tickers.get_by_role("button", name="Add item").click()
         tickers.locator("input, textarea").nth(i).fill(symbol)
-    profile_field = form_property(page, "Profile")
-    profile_field.get_by_role("button", name="str", exact=True).click()
-    profile_field.locator("textarea").fill(str(profile))
-    steps = form_property(page, "Max Steps")
-    steps.get_by_role("button", name="int", exact=True).click()
-    steps.locator("input").fill(str(MAX_STEPS))
+    form_property(page, "Profile").locator("textarea").fill(str(profile))
+    form_property(page, "Max Steps").locator("input").fill(str(MAX_STEPS))
 
 
 def flow_run_id(served, run_name: str) -> str:
@@ -79,40 +77,102 @@ def wait_for_final_state(served, run_name: str, timeout: float = 300) -> dict:
     pytest.fail(f"run {run_name} not final within {timeout:.0f} s; serve log tail:\n{log_tail(served.log)}")
 
 
-def test_custom_run_from_the_ui_completes_and_shows_its_decision(served_deployment, fast_profile, capsys):
+ARTIFACT_KEYS = ("daily-retrain-decision", "market-coverage", "answer-accuracy", "registered-version")
+
+
+def screenshot(page, name: str) -> Path:
+    path = ARTIFACTS_DIR / f"ui-{name}.png"
+    page.screenshot(path=path, full_page=True, animations="disabled")
+    return path
+
+
+def check_form_is_plain_fields(page) -> None:
+    """Issue 13: no field opens on a "None" type tab, and the form is titled for an operator."""
+    playwright.expect(page.get_by_text("Run settings", exact=True)).to_be_visible()
+    assert page.get_by_text("Property is type None").count() == 0
+    playwright.expect(form_property(page, "Max Steps").locator("input")).to_be_visible()
+
+
+def artifact_shows(page, key: str):
+    """What each artifact's page shows once it has rendered."""
+    return {"daily-retrain-decision": page.get_by_role("heading", name=re.compile(rf"daily-retrain {AS_OF}: ")),
+            "market-coverage": page.locator("table").get_by_text("TCS.NS", exact=True),
+            "answer-accuracy": page.locator("table").get_by_text("probes", exact=True),
+            "registered-version": page.get_by_text("Folder (copy the path", exact=False)}[key].first
+
+
+def open_artifacts(page, server_url: str, run_id: str, run_name: str, shots: list[Path]) -> None:
+    """The run's Artifacts tab lists the four keys; each opens readable (one screenshot each);
+    the key link under *Artifact* opens that key's history across runs."""
+    page.get_by_text("Artifacts", exact=True).click()
+    for key in ARTIFACT_KEYS:
+        page.get_by_text(key, exact=True).last.wait_for()
+    shots.append(screenshot(page, "custom-run-completed"))
+    for key in ARTIFACT_KEYS:
+        page.goto(f"{server_url}/runs/flow-run/{run_id}")
+        page.get_by_text("Artifacts", exact=True).click()
+        page.get_by_text(key, exact=True).last.click()
+        page.wait_for_url(re.compile(r"/artifacts/artifact/"))
+        artifact_shows(page, key).wait_for()
+        if key == "market-coverage":
+            check_coverage_fits(page)
+        shots.append(screenshot(page, f"artifact-{key}"))
+    page.get_by_role("link", name="registered-version", exact=True).first.click()  # the key, right column
+    page.wait_for_url(re.compile(r"/artifacts/key/"))
+    page.get_by_text(run_name, exact=True).first.wait_for()  # the key's history lists this run
+    shots.append(screenshot(page, "artifact-key-history"))
+
+
+def check_coverage_fits(page) -> None:
+    """Issue 13: the coverage table was 2,053 px wide in a 702 px pane; now it fits its pane."""
+    widths = page.locator("table").first.evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
+    assert widths[0] <= widths[1], f"coverage table {widths[0]} px wide in a {widths[1]} px pane"
+
+
+def screenshot_log_end(page) -> Path:
+    """The end of the run's logs (scores, decision), scrolled into view."""
+    page.get_by_text("Logs", exact=True).first.click()
+    page.get_by_text("decision: ", exact=False).first.scroll_into_view_if_needed()
+    return screenshot(page, "custom-run-logs-end")
+
+
+def test_custom_run_from_the_ui_completes_and_shows_its_four_artifacts(served_deployment, fast_profile, capsys):
     served, run_name = served_deployment, f"ui-custom-run-{uuid.uuid4().hex[:6]}"
     ARTIFACTS_DIR.mkdir(exist_ok=True)
-    shots = [ARTIFACTS_DIR / "ui-custom-run-form.png", ARTIFACTS_DIR / "ui-custom-run-completed.png",
-             ARTIFACTS_DIR / "ui-custom-run-decision.png"]
-    for shot in shots:  # only this run's screenshots are reported
-        shot.unlink(missing_ok=True)
+    for old in ARTIFACTS_DIR.glob("ui-*.png"):  # only this run's screenshots are reported
+        old.unlink()
+    shots: list[Path] = []
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 2400})  # tall: the whole form in a shot
+        page = browser.new_page(viewport={"width": 1200, "height": 1800})  # a ~700 px artifact pane
         page.set_default_timeout(30_000)
         try:
             # 1. The deployment's page: Run -> Custom run opens the parameter form.
             page.goto(f"{served.server.url}/deployments/deployment/{served.id}")
             page.get_by_role("button", name="Run", exact=True).click()
             page.get_by_text("Custom run", exact=True).click()
+            check_form_is_plain_fields(page)
             fill_custom_run_form(page, run_name, fast_profile)
-            page.screenshot(path=shots[0], full_page=True, animations="disabled")
+            shots.append(screenshot(page, "custom-run-form"))
             page.get_by_role("button", name="Submit").click()
             page.wait_for_url(re.compile(rf"/deployments/deployment/{served.id}(\?|$)"))  # back: created
             # 2. The run's page (found by the name we gave it: the deployment's run list may lag).
-            page.goto(f"{served.server.url}/runs/flow-run/{flow_run_id(served, run_name)}")
+            run_id = flow_run_id(served, run_name)
+            page.goto(f"{served.server.url}/runs/flow-run/{run_id}")
             record = wait_for_final_state(served, run_name)
             playwright.expect(page.locator(".page-heading .state-badge").first).to_have_text(
                 "Completed", timeout=30_000)
-            # 3. Its artifacts: the decision names the session and the outcome.
+            shots.append(screenshot(page, "custom-run-logs"))
+            shots.append(screenshot_log_end(page))
+            # 3. Its four artifacts; the decision names the session and the outcome.
+            open_artifacts(page, served.server.url, run_id, run_name, shots)
+            page.goto(f"{served.server.url}/runs/flow-run/{run_id}")
             page.get_by_text("Artifacts", exact=True).click()
-            page.get_by_text("daily-retrain-decision", exact=True).last.wait_for()
-            page.screenshot(path=shots[1], full_page=True, animations="disabled")
             page.get_by_text("daily-retrain-decision", exact=True).last.click()
             playwright.expect(page.get_by_role("heading", name=re.compile(
                 rf"daily-retrain {AS_OF}: (promoted|rejected)"))).to_be_visible()
         finally:
-            page.screenshot(path=shots[2], full_page=True, animations="disabled")
+            shots.append(screenshot(page, "custom-run-last-page"))
             browser.close()
             with capsys.disabled():
                 print(f"\n[browser test] screenshots: {', '.join(str(s) for s in shots if s.exists())}")
@@ -120,4 +180,29 @@ def test_custom_run_from_the_ui_completes_and_shows_its_decision(served_deployme
     assert {k: params.get(k) for k in ("as_of", "tickers", "max_steps", "profile", "home")} == {
         "as_of": str(AS_OF), "tickers": TICKERS, "max_steps": MAX_STEPS, "profile": str(fast_profile),
         "home": str(served.home)}
-    assert [f"-{AS_OF:%Y%m%d}-" in v.version for v in Registry(served.home).list()] == [True]
+    assert [v for v in Registry(served.home).list() if f"-{AS_OF:%Y%m%d}-" in v.version]
+
+
+def test_a_skipped_day_reads_as_of_its_own_date_with_its_reason_in_the_logs(served_deployment, capsys):
+    # Issue 13: a skip on 2019-11-30 was titled "daily-retrain 2019-11-29: skipped", and its
+    # reason reached only the terminal.
+    served = served_deployment
+    run = served.create_run(name=f"ui-skip-{uuid.uuid4().hex[:6]}", as_of="2019-11-30", source="synthetic")
+    assert served.wait_final(run["id"], timeout=120)["state_type"] == "COMPLETED"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 1200})
+        page.set_default_timeout(30_000)
+        try:
+            page.goto(f"{served.server.url}/runs/flow-run/{run['id']}")
+            page.get_by_text("skipped: not a trading day (Saturday)", exact=True).first.wait_for()
+            shots = [screenshot(page, "skip-run-logs")]
+            page.get_by_text("Artifacts", exact=True).click()
+            page.get_by_text("daily-retrain-decision", exact=True).last.click()
+            playwright.expect(page.get_by_role("heading", name="daily-retrain 2019-11-30: skipped")).to_be_visible()
+            page.get_by_text("the last NSE session before it: 2019-11-29", exact=False).first.wait_for()
+            shots.append(screenshot(page, "artifact-skip-decision"))
+        finally:
+            browser.close()
+    with capsys.disabled():
+        print(f"\n[browser test] screenshots: {', '.join(str(s) for s in shots)}")
