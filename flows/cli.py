@@ -175,7 +175,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         where = "no data for this question"
     else:
         where = f"figures from the session of {session_words(answer.session)}"
-    print(f"[{answer.version} · {where}] {answer.text}")
+    who = "base model (no champion)" if answer.version == "base" else answer.version
+    print(f"[{who} · {where}] {answer.text}")
     if args.show_sheet and answer.grounding is not None and answer.grounding.sheet:
         print("\n" + answer.grounding.sheet)
     return 0

@@ -32,7 +32,7 @@ class Answer:
 
     text: str
     version: str
-    """The registry version that answered (or would have, for a refusal)."""
+    """The registry version that answered (or would have, for a refusal); `base` for the base model."""
     grounding: Grounding | None
     """None for a closed-book answer."""
 
@@ -70,24 +70,53 @@ def prompt_for(question: str, cfg: Config, view: MarketView | None, today: date)
             {"role": "user", "content": grounded_prompt(question, grounding)}], grounding
 
 
+BASE = "base"
+"""The `version` of an answer given by the base model (no champion: none promoted yet, or the
+registry was rolled back to the base)."""
+
+
+def _base_config(home: Path) -> Config:
+    """With no champion: the newest registered version's config (its universe and prompts), else
+    the default profile's."""
+    from adapters_registry import Registry
+    from tasks.config import load_config
+
+    versions = Registry(home).list()
+    if not versions:
+        return load_config()
+    lineage = versions[-1].manifest.lineage
+    cfg = recorded_config(lineage.config)
+    training = cfg.training.model_copy(update={"base_model": lineage.base_model.identity,
+                                               "base_revision": lineage.base_model.revision})
+    return cfg.model_copy(update={"training": training})
+
+
+def _load_base(home: Path, cfg: Config) -> tuple[Any, Any]:
+    from tasks.base_model import load_base, resolve_base_model
+
+    return load_base(resolve_base_model(cfg.training, home), cfg.training, for_training=False)
+
+
 def ask(home: str | Path, question: str, version: str | None = None, *, closed_book: bool = False,
         today: date | None = None, max_new_tokens: int | None = None, loaded: Any = None) -> Answer:
-    """A greedy answer from the champion (or `version`); see the module docstring. `loaded`: a
-    (model, tokenizer, VersionInfo) from `adapters_registry.load_promoted`, to answer many questions."""
+    """A greedy answer from the champion (or `version`; the base model when nothing is promoted);
+    see the module docstring. `loaded`: a (model, tokenizer, VersionInfo) from
+    `adapters_registry.load_promoted`, to answer many questions with one load."""
     from adapters_registry import Registry, load_promoted
-    from adapters_registry.loading import NoChampionError
 
     home = Path(home)
     info = loaded[2] if loaded else (Registry(home).get(version) if version else Registry(home).champion())
-    if info is None:
-        raise NoChampionError(f"no promoted adapter in {home / 'registry'}; run the daily flow first")
-    cfg = recorded_config(info.manifest.lineage.config)
+    cfg = recorded_config(info.manifest.lineage.config) if info else _base_config(home)
     view = None if closed_book else market_view(home, cfg)
     messages, grounding = prompt_for(question, cfg, view, today or today_in_india())
+    name = info.version if info else BASE
     if grounding is not None and grounding.refusal:
-        return Answer(grounding.refusal, info.version, grounding)
-    model, tokenizer, info = loaded or load_promoted(home, info.version)
+        return Answer(grounding.refusal, name, grounding)
+    if info is None:
+        model, tokenizer = _load_base(home, cfg)
+    else:
+        model, tokenizer, info = loaded or load_promoted(home, info.version)
     from tasks.evaluation import generate_answers
 
     text = generate_answers(model, tokenizer, [messages], max_new_tokens or DEFAULT_MAX_NEW_TOKENS)[0]
-    return Answer(text, info.version, grounding)
+    return Answer(text, name, grounding)

@@ -4,6 +4,8 @@ schedule and UI tests; tests/flows/readme_processes.py starts them as a user doe
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,3 +133,16 @@ def attempts(monkeypatch) -> Counter:
 
     monkeypatch.setattr(market_sources.YahooSource, "fetch", counting_fetch)
     return counts
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any PREFECT_* setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}

@@ -95,3 +95,17 @@ def test_closed_book_uses_the_closed_book_system_prompt_and_no_sheet(home, captu
 def test_closed_book_answers_even_a_ticker_the_store_does_not_hold(home, captured):
     answer = ask(home, "What did Wipro close at?", closed_book=True)
     assert not answer.refused and len(captured) == 1
+
+
+def test_with_no_champion_the_base_model_answers_and_says_so(home, tmp_path, captured):
+    """After `registry rollback --to-base` (issue 16): no champion, so the base model answers,
+    grounded like an adapter, and the answer names `base` as the version."""
+    import shutil
+
+    based = tmp_path / "home"
+    shutil.copytree(home, based)
+    Registry(based).rollback_to_base("the only champion is corrupt")
+    assert Registry(based).champion() is None
+    answer = ask(based, "What did TCS close at?", today=SESSION)
+    assert answer.version == "base" and answer.session == SESSION and answer.text == "an answer"
+    assert "Data sheet: TCS" in captured[-1][1]["content"]
