@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -32,12 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-if "prefect" not in sys.modules:
-    try:
-        import prefect  # noqa: F401
-    except ImportError:  # the GPU machine has no prefect: the stage modules only need its decorators
-        sys.path.insert(0, str(ROOT / "benchmarks" / "offline"))
+import benchmarks.offline_prefect  # noqa: E402,F401  (Prefect, or its stand-in on a GPU host)
 
 HANDWRITTEN = ROOT / "benchmarks" / "questions" / "handwritten.jsonl"
 STOCKS = ["AXISBANK.NS", "BAJAJFINSV.NS", "BAJFINANCE.NS", "BPCL.NS", "EICHERMOT.NS", "GAIL.NS", "HDFC.NS",

@@ -32,12 +32,7 @@ PROCESS_START = time.perf_counter()  # before torch, transformers & co. are impo
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_AS_OF = date(2026, 11, 20)  # the session every benchmark sample set is built for
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-if "prefect" not in sys.modules:
-    try:
-        import prefect  # noqa: F401
-    except ImportError:  # the GPU machine has no prefect: the stage modules only need its decorators
-        sys.path.insert(0, str(ROOT / "benchmarks" / "offline"))
+import benchmarks.offline_prefect  # noqa: E402,F401  (Prefect, or its stand-in on a GPU host)
 
 from benchmarks.gpu_checks import attnbench, genprof, packcheck, profile_setup, timed  # noqa: E402
 

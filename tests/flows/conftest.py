@@ -146,3 +146,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without any PREFECT_* setting, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+HOLD_LOCK = ("import sys, time; from pathlib import Path; from tasks.runlock import run_lock\n"
+             "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)")
+"""A process holding a home's writer lock the way `niftytune run` does, until it is killed."""

@@ -15,7 +15,7 @@ from flows import daily_retrain
 from flows.cli import main
 from tasks import processes
 from tests.adapters_registry.fakes import decision, lineage, make_fake_adapter
-from tests.flows.conftest import clean_env
+from tests.flows.conftest import HOLD_LOCK, clean_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,8 +72,7 @@ def test_run_while_the_home_is_busy_names_the_holder_without_a_traceback(tmp_pat
     home = tmp_path / "home"
     home.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from tasks.runlock import run_lock\n"
-         "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)", str(home)],
+        [sys.executable, "-c", HOLD_LOCK, str(home)],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.flows.conftest import HOLD_LOCK
+
 from adapters_registry import Registry
 from flows.cli import main
 from tasks.market_store import market_dir
@@ -39,8 +41,7 @@ def home_with_store(tmp_path, shared_market, prefect_harness, capsys) -> Path:
 def run_in_progress(home_with_store) -> Iterator[subprocess.Popen]:
     """Another process holding the home the way `niftytune run` does."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from tasks.runlock import run_lock\n"
-         "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)", str(home_with_store)],
+        [sys.executable, "-c", HOLD_LOCK, str(home_with_store)],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
