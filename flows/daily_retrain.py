@@ -65,9 +65,9 @@ class RetrainParameters(BaseModel):
                                     description="Validation-loss improvement a new adapter needs to be "
                                                 "promoted. Default: the profile's (0.005).")
     max_steps: int | None = Field(None, description="Most training steps (-1: no cap). Default: the "
-                                                    "profile's (cpu 12, gpu no cap).")
+                                                    "profile's (cpu 8, gpu no cap).")
     max_train_samples: int | None = Field(None, ge=1, description="Most grounded training conversations. "
-                                                                  "Default: the profile's (cpu 48, gpu 2500).")
+                                                                  "Default: the profile's (cpu 32, gpu 2500).")
     force: bool = Field(False, description="Retrain a day that already has a decision. Default: off.")
     dry_run: bool = Field(False, description="Train, score and decide, but register nothing. Default: off.")
     home: str | None = Field(None, description="Folder of the market data, adapters and registry. Default: "
