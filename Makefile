@@ -33,9 +33,9 @@ test: install
 
 demo: install
 	rm -rf $(DEMO_HOME)
-	@echo "== 1/5 day one ($(DEMO_DAY1)): fetch the synthetic market, build samples, train, score, promote over the base model"
+	@echo "== 1/5 day one ($(DEMO_DAY1)): fetch the synthetic market, build samples, train, score, and let the gate decide against the base model"
 	$(BIN)/niftytune run --home $(DEMO_HOME) --source synthetic --profile cpu --as-of $(DEMO_DAY1)
-	@echo "== 2/5 day two ($(DEMO_DAY2)): a fresh challenger against yesterday's champion"
+	@echo "== 2/5 day two ($(DEMO_DAY2)): a fresh challenger against the champion (the base model if none was promoted)"
 	$(BIN)/niftytune run --home $(DEMO_HOME) --source synthetic --profile cpu --as-of $(DEMO_DAY2)
 	@echo "== 3/5 the registry"
 	$(BIN)/niftytune registry list --home $(DEMO_HOME)
