@@ -271,16 +271,17 @@ def probe_family(probe: dict[str, Any]) -> str:
 def accuracy_of(answers: list[str], probes: list[dict[str, Any]], truths: list[list[dict[str, Any]]],
                 cfg: Config) -> dict[str, Any]:
     """Number accuracy of `answers`: per family, overall, and per mode (grounded, closed-book)."""
-    metric, ev = load_number_accuracy(), cfg.evaluation
-    result = metric.compute(predictions=answers, references=truths, families=[probe_family(p) for p in probes],
-                            price_tolerance=ev.price_tolerance, pct_tolerance=ev.pct_tolerance)
-    by_mode = {}
-    for mode in sorted({p.get("mode", "grounded") for p in probes}):
-        picked = [k for k, p in enumerate(probes) if p.get("mode", "grounded") == mode]
-        share = metric.compute(predictions=[answers[k] for k in picked], references=[truths[k] for k in picked],
-                               price_tolerance=ev.price_tolerance, pct_tolerance=ev.pct_tolerance)["accuracy"]
-        if share is not None:
-            by_mode[mode] = share
+    ev = cfg.evaluation
+    result = load_number_accuracy().compute(
+        predictions=answers, references=truths, families=[probe_family(p) for p in probes],
+        price_tolerance=ev.price_tolerance, pct_tolerance=ev.pct_tolerance)
+    counts: dict[str, list[int]] = {}  # mode -> [numbers right, numbers], from the per-probe shares
+    for probe, truth, share in zip(probes, truths, result["per_sample"]):
+        if truth:
+            right_total = counts.setdefault(probe.get("mode", "grounded"), [0, 0])
+            right_total[0] += round(share * len(truth))
+            right_total[1] += len(truth)
+    by_mode = {mode: right / total for mode, (right, total) in sorted(counts.items())}
     return {"accuracy": result["per_family"], "accuracy_overall": result["accuracy"], "accuracy_by_mode": by_mode,
             "answers": tuple(answers), "shares": tuple(result["per_sample"])}
 

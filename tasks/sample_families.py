@@ -130,8 +130,8 @@ def range_answer(f: TickerFacts, fig: Figures) -> str:
     y, k = f.year, f.spec.kind
     return (f"{_span(f, fig)}, {f.spec.name} ranged from a low of {fig.level(y.low, k)} on "
             f"{session_words(y.low_on)} to a high of {fig.level(y.high, k)} on {session_words(y.high_on)}; its "
-            f"close of {fig.level(f.close, k)} is {fig.change((f.close / y.high - 1) * 100)} from the high and "
-            f"{fig.change((f.close / y.low - 1) * 100)} from the low.")
+            f"close of {fig.level(f.close, k)} is {fig.change(f.close_vs_year_high)} from the high and "
+            f"{fig.change(f.close_vs_year_low)} from the low.")
 
 
 def high_answer(f: TickerFacts, fig: Figures) -> str:

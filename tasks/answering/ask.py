@@ -14,12 +14,12 @@ for "yesterday" or "last Friday".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from tasks.answering.ground import Grounding, MarketView, ground, grounded_prompt
-from tasks.calendar import IST
+from tasks.calendar import today_in_kolkata
 from tasks.config import Config, recorded_config
 
 DEFAULT_MAX_NEW_TOKENS = 320
@@ -52,10 +52,6 @@ def market_view(home: Path, cfg: Config) -> MarketView:
     bars = {spec.symbol: load_bars(home, spec.symbol) for spec in cfg.market.tickers
             if bars_path(home, spec.symbol).is_file()}
     return MarketView.from_bars(bars, cfg.market.tickers)
-
-
-def today_in_india() -> date:
-    return datetime.now(IST).date()
 
 
 def prompt_for(question: str, cfg: Config, view: MarketView | None, today: date) -> tuple[list[dict], Grounding | None]:
@@ -108,7 +104,7 @@ def ask(home: str | Path, question: str, version: str | None = None, *, closed_b
     info = loaded[2] if loaded else (Registry(home).get(version) if version else Registry(home).champion())
     cfg = recorded_config(info.manifest.lineage.config) if info else _base_config(home)
     view = None if closed_book else market_view(home, cfg)
-    messages, grounding = prompt_for(question, cfg, view, today or today_in_india())
+    messages, grounding = prompt_for(question, cfg, view, today or today_in_kolkata())
     name = info.version if info else BASE
     if grounding is not None and grounding.refusal:
         return Answer(grounding.refusal, name, grounding)

@@ -138,6 +138,16 @@ class TickerFacts:
         above = [self.close >= self.sma[n] for n in SMA_WINDOWS]
         return "uptrend" if all(above) else "downtrend" if not any(above) else "no clear trend"
 
+    @property
+    def close_vs_year_high(self) -> float:
+        """The close's distance from the 52-week high, in percent."""
+        return pct(self.close, self.year.high)
+
+    @property
+    def close_vs_year_low(self) -> float:
+        """The close's distance from the 52-week low, in percent."""
+        return pct(self.close, self.year.low)
+
     def field(self, name: str) -> float | None:
         """A figure by its name in the hand-written question set's vocabulary (benchmarks/questions)."""
         if name.startswith("return_") and name.endswith("_pct"):
@@ -151,8 +161,8 @@ class TickerFacts:
                   "avg_volume_20": self.avg_volume, "volume_vs_avg_pct": self.volume_vs_avg,
                   "volatility_daily_pct": self.volatility_daily, "volatility_annual_pct": self.volatility_annual,
                   "high_52w": self.year.high, "low_52w": self.year.low,
-                  "close_vs_high_52w_pct": pct(self.close, self.year.high),
-                  "close_vs_low_52w_pct": pct(self.close, self.year.low)}
+                  "close_vs_high_52w_pct": self.close_vs_year_high,
+                  "close_vs_low_52w_pct": self.close_vs_year_low}
         if name not in simple:
             raise KeyError(f"unknown fact field {name!r}")
         return simple[name]

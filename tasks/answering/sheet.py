@@ -70,8 +70,8 @@ def _year_lines(f: TickerFacts) -> list[str]:
     return lines + [
         f"52-week high {_level(f, y.high)} on {session_words(y.high_on)} | "
         f"52-week low {_level(f, y.low)} on {session_words(y.low_on)}",
-        f"close vs 52-week high {format_change((f.close / y.high - 1) * 100)} | "
-        f"close vs 52-week low {format_change((f.close / y.low - 1) * 100)}"]
+        f"close vs 52-week high {format_change(f.close_vs_year_high)} | "
+        f"close vs 52-week low {format_change(f.close_vs_year_low)}"]
 
 
 def ticker_sheet(f: TickerFacts) -> str:

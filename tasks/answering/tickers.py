@@ -100,13 +100,15 @@ def _pattern(name: str) -> re.Pattern[str]:
     return re.compile(r"(?<![\w^])" + re.escape(name).replace(r"\ ", r"\s+") + r"(?![\w&])", re.IGNORECASE)
 
 
+Universe = tuple[tuple[str, tuple[str, ...]], ...]
+"""A universe as (symbol, its names) pairs: hashable, so the candidates are built once per universe."""
+
+
 @functools.lru_cache(maxsize=64)
-def _candidates(universe: tuple[tuple[str, str, tuple[str, ...]], ...]) -> list[tuple[str, str, bool]]:
-    """(name, symbol, in_universe) for a universe given as (symbol, name, aliases); longest names first."""
-    specs = [TickerSpec(symbol=symbol, name=name, kind="stock", aliases=list(aliases))
-             for symbol, name, aliases in universe]
-    held = {spec.symbol for spec in specs}
-    found = [(name, spec.symbol, True) for spec in specs for name in names_of(spec)]
+def _candidates(universe: Universe) -> list[tuple[str, str, bool]]:
+    """(name, symbol, in_universe): the universe's names, then the catalogue's other tickers; longest first."""
+    found = [(name, symbol, True) for symbol, names in universe for name in names]
+    held = {symbol for symbol, _ in universe}
     for symbol, (name, aliases) in CATALOGUE.items():
         if symbol not in held:
             found += [(n, symbol, False) for n in (name, symbol, bare_symbol(symbol), *aliases)]
@@ -119,7 +121,7 @@ TYPO_RATIO = 0.85
 one-word name counts as that name ("relaince", "infosis"), but only when no name matched exactly."""
 
 
-def _near_misses(question: str, key: tuple[tuple[str, str, tuple[str, ...]], ...]) -> list[tuple[int, str, bool]]:
+def _near_misses(question: str, key: Universe) -> list[tuple[int, str, bool]]:
     import difflib
 
     names = {name.lower(): (symbol, held) for name, symbol, held in _candidates(key)
@@ -134,7 +136,7 @@ def _near_misses(question: str, key: tuple[tuple[str, str, tuple[str, ...]], ...
 
 def find_tickers(question: str, universe: Iterable[TickerSpec]) -> TickerMatch:
     """The tickers `question` names (see the module docstring)."""
-    key = tuple((spec.symbol, spec.name, tuple(spec.aliases)) for spec in universe)
+    key = tuple((spec.symbol, tuple(names_of(spec))) for spec in universe)
     taken: list[tuple[int, int]] = []
     hits: list[tuple[int, str, bool]] = []
     for name, symbol, held in _candidates(key):
