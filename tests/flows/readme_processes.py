@@ -96,6 +96,9 @@ def port_is_free(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) != 0
 
 
+SERVER_BUSY_RETRIES = 10
+
+
 @dataclass
 class PrefectServer:
     url: str  # http://127.0.0.1:PORT (the UI); the API is under /api
@@ -106,7 +109,13 @@ class PrefectServer:
         return f"{self.url}/api"
 
     def post(self, path: str, body: dict | None = None) -> Any:
-        response = httpx.post(f"{self.api}{path}", json=body or {}, timeout=10)
+        # Prefect's server answers 503 for errors it marks retryable (a busy database, e.g. while a
+        # crashed run is being marked on a loaded 2-core machine); its own client retries them.
+        for _ in range(SERVER_BUSY_RETRIES):
+            response = httpx.post(f"{self.api}{path}", json=body or {}, timeout=10)
+            if response.status_code != 503:
+                break
+            time.sleep(2)
         response.raise_for_status()
         return response.json()
 
