@@ -65,14 +65,19 @@ def change_answer(f: TickerFacts, fig: Figures) -> str | None:
 
 
 def open_answer(f: TickerFacts, fig: Figures) -> str:
-    return f"{f.spec.name} opened at {fig.level(f.open, f.spec.kind)} on {session_words(f.session)}."
+    """The open, then the rest of the day's bar: people ask for the open together with the close
+    ("open and close", "OHLC") more often than alone."""
+    k = f.spec.kind
+    return (f"{f.spec.name} opened at {fig.level(f.open, k)} on {session_words(f.session)}, traded between "
+            f"{fig.level(f.low, k)} and {fig.level(f.high, k)} and closed at {fig.level(f.close, k)}.")
 
 
 def prev_close_answer(f: TickerFacts, fig: Figures) -> str | None:
     if f.prev_close is None:
         return None
+    k = f.spec.kind
     return (f"Before the session of {session_words(f.session)}, the previous close of {f.spec.name} was "
-            f"{fig.level(f.prev_close, f.spec.kind)}.")
+            f"{fig.level(f.prev_close, k)}; it then closed at {fig.level(f.close, k)} ({fig.change(f.change)}).")
 
 
 def day_range_answer(f: TickerFacts, fig: Figures) -> str:
@@ -136,14 +141,18 @@ def range_answer(f: TickerFacts, fig: Figures) -> str:
 
 def high_answer(f: TickerFacts, fig: Figures) -> str:
     y = f.year
-    return (f"{_span(f, fig)}, the highest price of {f.spec.name} was {fig.level(y.high, f.spec.kind)}, on "
-            f"{session_words(y.high_on)}.")
+    k = f.spec.kind
+    return (f"{_span(f, fig)}, the highest price of {f.spec.name} was {fig.level(y.high, k)}, on "
+            f"{session_words(y.high_on)}; its close of {fig.level(f.close, k)} is {fig.change(f.close_vs_year_high)} "
+            f"from it.")
 
 
 def low_answer(f: TickerFacts, fig: Figures) -> str:
     y = f.year
-    return (f"{_span(f, fig)}, the lowest price of {f.spec.name} was {fig.level(y.low, f.spec.kind)}, on "
-            f"{session_words(y.low_on)}.")
+    k = f.spec.kind
+    return (f"{_span(f, fig)}, the lowest price of {f.spec.name} was {fig.level(y.low, k)}, on "
+            f"{session_words(y.low_on)}; its close of {fig.level(f.close, k)} is {fig.change(f.close_vs_year_low)} "
+            f"from it.")
 
 
 def session_answer(f: TickerFacts, fig: Figures) -> str:
@@ -178,8 +187,16 @@ def ticker_fact_set(f: TickerFacts, windows: Sequence[int], latest: bool) -> lis
     return found
 
 
+PERIODS = {5: "week", 10: "fortnight", 20: "month"}
+"""What people call a window of trading sessions (as the data sheet labels it: tasks.answering.sheet.SPANS);
+templates with a `{period}` slot ("this week", "over the past month") ask only about these windows."""
+
+
 def window_slots(n: int) -> dict[str, str]:
-    return {"sessions": f"{n} session" + "s" * (n != 1), "n": str(n)}
+    slots = {"sessions": f"{n} session" + "s" * (n != 1), "n": str(n)}
+    if n in PERIODS:
+        slots["period"] = PERIODS[n]
+    return slots
 
 
 def compare_fact(a: TickerFacts, b: TickerFacts, n: int) -> Fact | None:

@@ -19,7 +19,11 @@ Slots (str.format fields; no other fields and no literal braces appear):
   double spaces are collapsed and a space before punctuation is removed.
 - `{sessions}`: the window, e.g. "5 sessions", "1 session"; only in `performance` and `compare`.
 - `{n}`: the same window as digits ("5"), as in "last {n} trading days"; only in `performance` and
-  `compare`. Every template of those two families has `{sessions}` or `{n}`.
+  `compare`.
+- `{period}`: what people call the window: "week" (5 sessions), "fortnight" (10), "month" (20);
+  only in `performance` and `compare`, and a template with it asks only about those three windows
+  (tasks.sample_questions.usable). Every template of those two families has `{sessions}`, `{n}` or
+  `{period}`.
 
 Styles are mixed on purpose: terse, polite, imperative, all lower case, trader's jargon, and a
 few small typos ("whats", "closeing", "volatilty"), as real users write.
@@ -52,6 +56,9 @@ PHRASINGS: dict[str, list[str]] = {
         "Can you check what {name} closed at {on}?",
         "So where did {name} wrap up trading {on}?",
         "Need {name}'s end-of-day price {on}.",
+        "{name} close and % change {on}?",
+        "What was the closing price of {name} {on} and its change on the day?",
+        "where did {name} end the day {on}",
         # held out
         "I was away from the screen {on}; where did {name} end up by the closing bell?",
         "If I'd sold {name} at the close {on}, what price would I have got?",
@@ -82,6 +89,11 @@ PHRASINGS: dict[str, list[str]] = {
         "The move in {name} {on}, in percent, was?",
         "Can you say how much {name} gained or lost {on}, please?",
         "percentage change of {name} {on} please",
+        "{name} 1-day return {on}?",
+        "What was the one-day return of {name} {on}?",
+        "How badly did {name} fall {on}?",
+        "how much did {name} gain {on}",
+        "{name} day change % {on}",
         # held out
         "Was it a good day for {name} {on}? How much did it change?",
         "i keep hearing {name} moved a lot {on}, how much was it actually",
@@ -112,6 +124,10 @@ PHRASINGS: dict[str, list[str]] = {
         "The opening price of {name} {on} was what?",
         "Can you check the open of {name} {on}?",
         "I'd like {name}'s day-open price {on}.",
+        "{name} open and close {on}?",
+        "Give me the open, high, low and close of {name} {on}.",
+        "{name} OHLC {on}",
+        "what were {name}'s open and closing prices {on}",
         # held out
         "When the market opened {on}, what price was {name} quoted at?",
         "If I had bought {name} right at the open {on}, what would I have paid?",
@@ -142,6 +158,8 @@ PHRASINGS: dict[str, list[str]] = {
         "Tell me the close that {name}'s day change {on} was based on.",
         "Where did {name} end the previous session, going by the quote {on}?",
         "Need the PC (previous close) of {name} {on}.",
+        "What was {name}'s previous close {on}, and how much did it change from there?",
+        "{name} prev close and day change {on}?",
         # held out
         "Before trading began {on}, what was the last closing price of {name}?",
         "For the quote of {name} {on}, which close is the day's change measured against?",
@@ -172,6 +190,11 @@ PHRASINGS: dict[str, list[str]] = {
         "The high and low for {name} {on} were what?",
         "I'd like the intraday peak and trough of {name} {on}.",
         "{name}: high and low {on}?",
+        "{name} high {on}?",
+        "What was the day's low for {name} {on}?",
+        "how high did {name} go {on}",
+        "{name} intraday low {on}",
+        "What was {name}'s highest price of the day {on}?",
         # held out
         "If I'd been watching {name} all day {on}, what were the best and worst prices I'd have seen?",
         "Within what band did {name} swing {on}?",
@@ -202,6 +225,9 @@ PHRASINGS: dict[str, list[str]] = {
         "Can you check the trading volume of {name} {on} against its recent average?",
         "The volume of {name} {on} was how much?",
         "I'd like to know {name}'s daily volume {on}.",
+        "What is the 20-day average volume of {name} {on}?",
+        "{name} avg volume {on}?",
+        "{name} volume vs average {on}",
         # held out
         "Was there unusual interest in {name} {on}, judging by how many shares traded?",
         "Compared with a normal day, how busy was trading in {name} {on}?",
@@ -232,6 +258,12 @@ PHRASINGS: dict[str, list[str]] = {
         "Calculate {name}'s return over the previous {sessions} {on}.",
         "{name}: gain or loss over {sessions} {on}?",
         "What was the preformance of {name} over the last {sessions} {on}?",
+        "How did {name} do this {period} {on}?",
+        "{name} return over the past {period} {on}?",
+        "How much has {name} gained or lost over the last {period} {on}?",
+        "{name} {period} return {on}",
+        "what's {name}'s performance for the {period} {on}",
+        "Is {name} up or down on the {period} {on}?",
         # held out
         "If I had bought {name} {sessions} ago and held until the close {on}, how would I have done?",
         "Looking back {sessions} {on}, has {name} been a winner or a loser?",
@@ -293,6 +325,12 @@ PHRASINGS: dict[str, list[str]] = {
         "Can you tell me the trend of {name} using its moving averages {on}?",
         "is {name} in a downtrend {on}?",
         "What's the tredn on {name} {on}?",
+        "What is the 20-day moving average of {name} {on}?",
+        "{name} 10 day SMA {on}?",
+        "{name} 20 DMA {on}",
+        "How far is {name} from its 20-day average {on}, in percent?",
+        "What's the 10-session average price of {name} {on}?",
+        "{name} close vs its 10-day moving average {on}?",
         # held out
         "Looking at the short-term averages {on}, is {name} headed up or down?",
         "Relative to where it has averaged over the last 10 and 20 sessions, where is {name} sitting {on}?",
@@ -353,6 +391,10 @@ PHRASINGS: dict[str, list[str]] = {
         "Can you check {name}'s 52-week high {on}?",
         "The one-year high for {name} {on} is what?",
         "{name}: 52-week high {on}?",
+        "How far is {name} from its 52-week high {on}?",
+        "What's the drawdown of {name} from its one-year high {on}?",
+        "{name} 52w high {on}",
+        "how much below its 52 week high is {name} {on}",
         # held out
         "Over the past year {on}, what's the most anyone paid for {name}?",
         "What ceiling has {name} touched over the last year {on}?",
@@ -383,6 +425,9 @@ PHRASINGS: dict[str, list[str]] = {
         "Can you check {name}'s 52-week low {on}?",
         "The one-year low for {name} {on} is what?",
         "{name}: 52-week low {on}?",
+        "How far above its 52-week low is {name} {on}?",
+        "{name} 52w low {on}",
+        "how much is {name} up from its one-year low {on}",
         # held out
         "Over the past year {on}, what's the cheapest {name} has been?",
         "What floor has {name} touched over the last year {on}?",
@@ -413,6 +458,10 @@ PHRASINGS: dict[str, list[str]] = {
         "Compair {name} with {other} over {sessions} {on}, please.",
         "Did {other} do better or worse than {name} over the last {sessions} {on}?",
         "relative performance of {name} and {other} over {sessions} {on}",
+        "Which did better this {period}, {name} or {other} {on}?",
+        "{name} vs {other} over the past {period} {on}?",
+        "Who gained more over the last {period} {on}: {name} or {other}?",
+        "{name} or {other}, which fell more over the {period} {on}?",
         # held out
         "If I'd put money in {name} instead of {other} {sessions} ago, would I be better off {on}?",
         "Over the most recent {n} trading days {on}, was {other} or {name} the stronger one?",

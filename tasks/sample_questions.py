@@ -60,6 +60,14 @@ def collect_facts(view: MarketView, sessions: list[date], sc: SamplesConfig) -> 
     return found
 
 
+def usable(templates: list[Template], fact: Fact) -> list[Template]:
+    """The templates whose slots this fact fills (a `{period}` template needs a window people name)."""
+    fits = [t for t in templates if t.slots <= fact.slots.keys() | {"name", "other", "on"}]
+    if not fits:
+        raise SampleBuildError(f"no template of {fact.family} fits the slots {sorted(fact.slots)}")
+    return fits
+
+
 def _phrase(fact: Fact, key: str, kinds: tuple[str, ...], seed: int) -> str:
     return "none" if fact.family == "session" else choose(seed, key, kinds)[0]
 
@@ -68,17 +76,18 @@ def plan(fact: Fact, newest: bool, sc: SamplesConfig) -> list[Asked]:
     """How one fact is asked (split, mode, phrasing, date phrase); see tasks/samples.py."""
     fid, seed, family = fact_id(fact), sc.seed, fact.family
     if not newest:
-        t = choose(seed, f"{fid}|train", TRAIN_TEMPLATES[family])[0]
+        t = choose(seed, f"{fid}|train", usable(TRAIN_TEMPLATES[family], fact))[0]
         return [Asked(fact, t, _phrase(fact, f"{fid}|{t.id}", DATED, seed), "grounded", "train")]
     anytime = LATEST_ONLY + DATED
     asked = [Asked(fact, t, _phrase(fact, f"{fid}|{t.id}", anytime, seed), "grounded", "train")
-             for t in choose(seed, f"{fid}|train", TRAIN_TEMPLATES[family], k=sc.train_phrasings_per_fact)]
-    v = choose(seed, f"{fid}|val", VAL_TEMPLATES[family])[0]
+             for t in choose(seed, f"{fid}|train", usable(TRAIN_TEMPLATES[family], fact), k=sc.train_phrasings_per_fact)]
+    v = choose(seed, f"{fid}|val", usable(VAL_TEMPLATES[family], fact))[0]
     asked.append(Asked(fact, v, _phrase(fact, f"{fid}|{v.id}", anytime, seed), "grounded", "val"))
     if family in CLOSED_BOOK_FAMILIES:
         asked += [Asked(fact, t, _phrase(fact, f"{fid}|{t.id}|closed", CLOSED_BOOK, seed), "closed_book", "train")
-                  for t in choose(seed, f"{fid}|closed", TRAIN_TEMPLATES[family], k=sc.closed_book_repeats)]
-        v = choose(seed, f"{fid}|val-closed", VAL_TEMPLATES[family])[0]
+                  for t in choose(seed, f"{fid}|closed", usable(TRAIN_TEMPLATES[family], fact),
+                                  k=sc.closed_book_repeats)]
+        v = choose(seed, f"{fid}|val-closed", usable(VAL_TEMPLATES[family], fact))[0]
         asked.append(Asked(fact, v, _phrase(fact, f"{fid}|{v.id}|closed", CLOSED_BOOK, seed), "closed_book", "val"))
     return asked
 

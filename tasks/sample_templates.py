@@ -12,6 +12,7 @@ only phrases that need no `today`.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -25,6 +26,11 @@ class Template:
 
     id: str
     text: str
+
+    @property
+    def slots(self) -> set[str]:
+        """The `str.format` fields the template needs."""
+        return {field for _, field, _, _ in string.Formatter().parse(self.text) if field}
 
 
 def _templates(family: str) -> list[Template]:

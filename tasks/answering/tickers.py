@@ -5,7 +5,7 @@ the names people use ("SBI", "RIL", "Nifty", "Infy").
 
 Matching is case-insensitive on whole words; longer names win over the names inside them ("HDFC
 Bank" before "HDFC", "Bank Nifty" before "Nifty"); when nothing matches, a one-word name with a
-small typo does ("relaince"). A name from the catalogue whose ticker is not
+small typo does ("relaince", "tata motrs"). A name from the catalogue whose ticker is not
 in the universe is reported as `unknown`, so the answer can say which data it does not have.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ CATALOGUE: dict[str, tuple[str, tuple[str, ...]]] = {
     "IOC.NS": ("Indian Oil", ("Indian Oil Corporation", "IndianOil", "IOCL", "IOC")),
     "JSWSTEEL.NS": ("JSW Steel", ("JSW",)),
     "KOTAKBANK.NS": ("Kotak Mahindra Bank", ("Kotak Bank", "Kotak", "Kotak Mahindra")),
-    "M&M.NS": ("Mahindra & Mahindra", ("M&M", "Mahindra and Mahindra", "Mahindra", "M and M")),
+    "M&M.NS": ("Mahindra & Mahindra", ("M&M", "M & M", "Mahindra and Mahindra", "Mahindra", "M and M")),
     "ONGC.NS": ("ONGC", ("Oil and Natural Gas Corporation", "Oil & Natural Gas")),
     "POWERGRID.NS": ("Power Grid", ("Power Grid Corporation", "Powergrid", "PGCIL")),
     "TATAMOTORS.NS": ("Tata Motors", ("TataMotors", "Tata Mot")),
@@ -118,19 +118,30 @@ def _candidates(universe: Universe) -> list[tuple[str, str, bool]]:
 TYPO_MIN_LENGTH = 5
 TYPO_RATIO = 0.85
 """A word of at least 5 letters this similar (difflib ratio; 0.8 took "either" for "Eicher") to a
-one-word name counts as that name ("relaince", "infosis"), but only when no name matched exactly."""
+one-word name counts as that name ("relaince", "infosis"), and so do as many words as a name of two
+or three words has ("tata motrs", "bajaj finanace"), but only when no name matched exactly."""
 
 
 def _near_misses(question: str, key: Universe) -> list[tuple[int, str, bool]]:
     import difflib
 
-    names = {name.lower(): (symbol, held) for name, symbol, held in _candidates(key)
-             if " " not in name and len(name) >= TYPO_MIN_LENGTH and name.isalpha()}
-    hits = []
-    for m in re.finditer(r"[A-Za-z]{%d,}" % TYPO_MIN_LENGTH, question):
-        close = difflib.get_close_matches(m.group().lower(), names, n=1, cutoff=TYPO_RATIO)
-        if close:
-            hits.append((m.start(), *names[close[0]]))
+    by_words: dict[int, dict[str, tuple[str, bool]]] = {}
+    for name, symbol, held in _candidates(key):
+        words = name.lower().split()
+        if len(words) <= 3 and len(name) >= TYPO_MIN_LENGTH and all(w.isalpha() for w in words):
+            by_words.setdefault(len(words), {})[" ".join(words)] = (symbol, held)
+    tokens = [(m.start(), m.group().lower()) for m in re.finditer(r"[A-Za-z]+", question)]
+    hits, used = [], set()
+    for k in sorted(by_words, reverse=True):  # "tata motrs" as two words before "motrs" as one
+        for i in range(len(tokens) - k + 1):
+            span = range(i, i + k)
+            phrase = " ".join(t for _, t in tokens[i:i + k])
+            if used & set(span) or len(phrase) < TYPO_MIN_LENGTH:
+                continue
+            close = difflib.get_close_matches(phrase, by_words[k], n=1, cutoff=TYPO_RATIO)
+            if close:
+                hits.append((tokens[i][0], *by_words[k][close[0]]))
+                used |= set(span)
     return hits
 
 

@@ -13,6 +13,7 @@ from tasks.answering.dates import DateError, find_day
 from tasks.answering.ground import MarketView, ground
 from tasks.answering.tickers import find_tickers
 from tasks.config import DEFAULT_UNIVERSE, TickerSpec
+from tasks.sample_families import PERIODS
 from tasks.sample_format import session_words
 from tasks.sample_phrasings import PHRASINGS
 from tasks.sample_templates import DATED, LATEST_ONLY, Template, date_phrase, fill
@@ -48,6 +49,22 @@ def test_a_display_name_or_a_symbol_with_or_without_its_suffix_names_the_ticker(
 ])
 def test_a_common_alias_names_the_ticker(question, symbol):
     assert symbols(question) == (symbol,)
+
+
+@pytest.mark.parametrize("question,symbol", [
+    ("relaince close", "RELIANCE.NS"),
+    ("infosis 52 week high?", "INFY.NS"),
+    ("Reliance Industreis close", "RELIANCE.NS"),
+])
+def test_a_name_with_a_small_typo_names_the_ticker_when_nothing_matches_exactly(question, symbol):
+    assert symbols(question) == (symbol,)
+
+
+def test_a_typo_never_turns_an_ordinary_word_into_a_ticker():
+    for question in ("What is either one doing?", "the bank was closed today", "how did the market do"):
+        assert find_tickers(question, UNIVERSE) == find_tickers("", UNIVERSE), question
+    assert find_tickers("tata steal close", UNIVERSE).unknown == ("TATASTEEL.NS",)
+    assert find_tickers("tata motrs 10 day sma", UNIVERSE).unknown == ("TATAMOTORS.NS",)
 
 
 def test_an_alias_given_in_the_config_names_the_ticker():
@@ -232,7 +249,7 @@ def test_two_tickers_on_a_day_one_does_not_hold_are_refused(view):
 # ---- every phrasing resolves to what it asks --------------------------------------------------
 
 FRIDAY = date(2020, 6, 19)
-SLOTS = {"name": "TCS", "other": "Infosys", "sessions": "5 sessions", "n": "5"}
+SLOTS = {"name": "TCS", "other": "Infosys", "sessions": "5 sessions", "n": "5", "period": "week"}
 ASKED = [(family, k, text) for family, texts in PHRASINGS.items() if family != "session"
          for k, text in enumerate(texts, start=1)]
 
@@ -240,15 +257,16 @@ ASKED = [(family, k, text) for family, texts in PHRASINGS.items() if family != "
 @pytest.mark.parametrize("family,k,text", ASKED, ids=[f"{f}.{k}" for f, k, _ in ASKED])
 def test_every_phrasing_with_every_date_phrase_names_the_session_it_asks_about(family, k, text):
     template = Template(f"{family}.{k}", text)
-    for kind in DATED:
-        phrase, today = date_phrase(kind, FRIDAY)
-        question = fill(template, SLOTS, phrase)
-        named = find_day(question, today)
-        assert named is not None and named.day == FRIDAY, (kind, question, named)
-    for kind in LATEST_ONLY:
-        phrase, today = date_phrase(kind, FRIDAY)
-        question = fill(template, SLOTS, phrase)
-        assert find_day(question, today) is None, (kind, question)
+    for slots in ({**SLOTS, "period": period} for period in PERIODS.values()):
+        for kind in DATED:
+            phrase, today = date_phrase(kind, FRIDAY)
+            question = fill(template, slots, phrase)
+            named = find_day(question, today)
+            assert named is not None and named.day == FRIDAY, (kind, question, named)
+        for kind in LATEST_ONLY:
+            phrase, today = date_phrase(kind, FRIDAY)
+            question = fill(template, slots, phrase)
+            assert find_day(question, today) is None, (kind, question)
 
 
 @pytest.mark.parametrize("family,k,text", ASKED, ids=[f"{f}.{k}" for f, k, _ in ASKED])

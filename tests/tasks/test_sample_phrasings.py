@@ -12,13 +12,14 @@ FAMILIES = ("close", "change", "open", "prev_close", "day_range", "volume", "per
             "trend", "range_52w", "high_52w", "low_52w", "compare", "market_summary", "session")
 MIN_TEMPLATES = 25
 
-ALL_SLOTS = {"name", "other", "on", "sessions", "n"}
+ALL_SLOTS = {"name", "other", "on", "sessions", "n", "period"}
 WINDOW_FAMILIES = {"performance", "compare"}
 MARKET_WORDS = re.compile(r"\b(market|markets|indices|summary|wrap|movers|gainers|losers)\b", re.IGNORECASE)
 
 DATE_PHRASES = ("", "today", "yesterday", "last Friday", "on 19 June", "on Friday, 19 June 2020",
                 "on 2020-06-19", "as of 19 June 2020", "in the latest session")
-DUMMY = {"name": "Reliance Industries", "other": "TCS", "on": "today", "sessions": "5 sessions", "n": "5"}
+DUMMY = {"name": "Reliance Industries", "other": "TCS", "on": "today", "sessions": "5 sessions", "n": "5",
+         "period": "week"}
 
 
 def allowed_slots(family: str) -> set[str]:
@@ -27,7 +28,7 @@ def allowed_slots(family: str) -> set[str]:
     if family == "compare":
         slots.add("other")
     if family in WINDOW_FAMILIES:
-        slots |= {"sessions", "n"}
+        slots |= {"sessions", "n", "period"}
     if family == "market_summary":
         slots.discard("name")
     if family == "session":
@@ -36,8 +37,8 @@ def allowed_slots(family: str) -> set[str]:
 
 
 def required_slots(family: str) -> set[str]:
-    """The fields every template of `family` must use ({sessions}/{n} checked separately)."""
-    return allowed_slots(family) - {"sessions", "n"}
+    """The fields every template of `family` must use ({sessions}/{n}/{period} checked separately)."""
+    return allowed_slots(family) - {"sessions", "n", "period"}
 
 
 def fields(template: str) -> list[str]:
@@ -88,7 +89,7 @@ def test_required_slots(family: str) -> None:
         used = set(fields(template))
         assert required <= used, f"{family}: {template!r} lacks {required - used}"
         if family in WINDOW_FAMILIES:
-            assert used & {"sessions", "n"}, f"{family}: {template!r} has neither {{sessions}} nor {{n}}"
+            assert used & {"sessions", "n", "period"}, f"{family}: {template!r} names no window"
         if family == "session":
             assert "on" not in used
 

@@ -120,10 +120,11 @@ class Recompute:
         return [100 * (c[-1] / c[-2] - 1), c[-2], c[-1]]
 
     def open(self) -> list[float]:
-        return [self.one["open"][-1]]
+        return [self.one[k][-1] for k in ("open", "low", "high", "close")]
 
     def prev_close(self) -> list[float]:
-        return [self.one["close"][-2]]
+        c = self.one["close"]
+        return [c[-2], c[-1], 100 * (c[-1] / c[-2] - 1)]
 
     def day_range(self) -> list[float]:
         return [self.one["low"][-1], self.one["high"][-1]]
@@ -160,11 +161,13 @@ class Recompute:
 
     def high_52w(self) -> list[float]:
         span, hi, _ = self._year()
-        return [*span, hi]
+        c = self.one["close"][-1]
+        return [*span, hi, c, 100 * (c / hi - 1)]
 
     def low_52w(self) -> list[float]:
         span, _, lo = self._year()
-        return [*span, lo]
+        c = self.one["close"][-1]
+        return [*span, lo, c, 100 * (c / lo - 1)]
 
     def compare(self, n: int) -> list[float]:
         a, b = (self.bars[s]["close"] for s in self.sample["tickers"])
