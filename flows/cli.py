@@ -109,6 +109,19 @@ def _prefect_api() -> None:
     print(f"Prefect: {where}", file=sys.stderr)
 
 
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False) or os.environ.get("NIFTYTUNE_DEBUG"))
+
+
+def _flow_logs(args: argparse.Namespace) -> None:
+    """A flow's console logs show an expected error (Yahoo unreachable, a bad CSV) as Prefect's
+    one-line messages, without tracebacks; --debug keeps them."""
+    if not _debug(args):
+        from tasks.preflight import hide_expected_tracebacks
+
+        hide_expected_tracebacks()
+
+
 def _as_of(args: argparse.Namespace) -> date:
     from tasks.market_data import today_in_kolkata
 
@@ -120,6 +133,7 @@ def _as_of(args: argparse.Namespace) -> date:
 def cmd_fetch(args: argparse.Namespace) -> int:
     cfg = _config(args)  # a bad flag or profile fails before anything is created
     home = _home(args)
+    _flow_logs(args)
     from flows.fetch_market import format_fetch_report, run_fetch
     from tasks.market_data import CoverageError
     from tasks.preflight import writing
@@ -186,6 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _config(args)  # a bad flag, profile or date fails here, before Prefect starts
     home = _home(args)
     _prefect_api()
+    _flow_logs(args)
     from flows.daily_retrain import RetrainParameters, daily_retrain
     from tasks.preflight import writing
     from tasks.promotion import resolve_champion
@@ -213,6 +228,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     _config(args)  # a bad flag, profile or date fails here, before Prefect starts
     home = _home(args)
     _prefect_api()
+    _flow_logs(args)
     from flows.backfill import backfill
     from tasks.reporting import format_backfill_table
     from flows.daily_retrain import RetrainParameters
@@ -350,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the boundary: one clear line; a traceback for bugs or --debug
         from tasks.preflight import report_error
 
-        if getattr(args, "debug", False) or os.environ.get("NIFTYTUNE_DEBUG"):
+        if _debug(args):
             raise
         return report_error(f"niftytune {args.command}", exc)
 
