@@ -183,13 +183,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     answer = ask(home, args.question, version=args.version, closed_book=args.closed_book, today=args.today,
                  max_new_tokens=args.max_new_tokens)
+    base = answer.version == "base"
     if answer.grounding is None:
-        where = "closed-book: from what the adapter learned, no data sheet"
+        where = f"closed-book: from what the {'base model knows' if base else 'adapter learned'}, no data sheet"
     elif answer.refused:
         where = "no data for this question"
     else:
         where = f"figures from the session of {session_words(answer.session)}"
-    who = "base model (no champion)" if answer.version == "base" else answer.version
+    who = "base model (no champion)" if base else answer.version
     print(f"[{who} · {where}] {answer.text}")
     if args.show_sheet and answer.grounding is not None and answer.grounding.sheet:
         print("\n" + answer.grounding.sheet)
