@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,17 @@ def test_yahoo_offline_is_retried_then_fails_in_one_line_without_a_traceback(tmp
                     if f"'fetch-{symbol}' - Task run failed with exception" in line]
         assert len(attempts) == 3 and "Retries are exhausted" in attempts[-1], result.stderr[-3000:]
     assert not list((home / "market").glob("*.csv"))
+
+
+def test_an_empty_csv_fails_the_fetch_in_one_line_naming_the_file(tmp_path, shared_market):
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    shutil.copy(shared_market / "TCS.NS.csv", replay)
+    (replay / "INFY.NS.csv").write_bytes(b"")
+    result = niftytune(tmp_path / "home", "fetch", "--source", "csv", "--csv-dir", str(replay),
+                       "--tickers", "TCS.NS,INFY.NS", "--as-of", "2019-11-29")
+    assert_one_clear_line(result, 1, "INFY.NS: PermanentFetchError", str(replay / "INFY.NS.csv"), "empty file",
+                          "nothing was stored")
 
 
 def test_the_console_drops_the_traceback_of_an_expected_error_only():
