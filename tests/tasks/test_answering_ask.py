@@ -68,6 +68,18 @@ def test_a_refusal_neither_loads_nor_runs_the_model_and_states_no_price(home, mo
     assert answer.text == answer.grounding.refusal and not PRICE_LIKE.search(answer.text)
 
 
+def test_a_champion_that_fails_verification_is_refused_even_for_a_question_the_store_cannot_answer(home, tmp_path):
+    """A refusal loads no model, but it names the version that answered: it must not answer for
+    a champion `registry verify` refuses (issue 16: `ask` refuses what `verify` refuses)."""
+    import shutil
+
+    corrupt = tmp_path / "home"
+    shutil.copytree(home, corrupt)
+    (Registry(corrupt).champion().path / "adapter_model.safetensors").write_bytes(b"corrupt")
+    with pytest.raises(adapters_registry.RegistryIntegrityError, match="adapter_model.safetensors"):
+        ask(corrupt, "What did Wipro close at?", today=SESSION)
+
+
 def test_a_grounded_answer_carries_the_groundings_session_and_version(home, captured):
     answer = ask(home, "What did TCS close at yesterday?", today=date(2019, 11, 30))
     assert not answer.refused and answer.text == "an answer"
