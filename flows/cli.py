@@ -109,6 +109,19 @@ def _prefect_api() -> None:
     print(f"Prefect: {where}", file=sys.stderr)
 
 
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False) or os.environ.get("NIFTYTUNE_DEBUG"))
+
+
+def _flow_logs(args: argparse.Namespace) -> None:
+    """A flow's console logs show an expected error (Yahoo unreachable, a bad CSV) as Prefect's
+    one-line messages, without tracebacks; --debug keeps them."""
+    if not _debug(args):
+        from tasks.preflight import hide_expected_tracebacks
+
+        hide_expected_tracebacks()
+
+
 def _as_of(args: argparse.Namespace) -> date:
     from tasks.market_data import today_in_kolkata
 
@@ -120,6 +133,7 @@ def _as_of(args: argparse.Namespace) -> date:
 def cmd_fetch(args: argparse.Namespace) -> int:
     cfg = _config(args)  # a bad flag or profile fails before anything is created
     home = _home(args)
+    _flow_logs(args)
     from flows.fetch_market import format_fetch_report, run_fetch
     from tasks.market_data import CoverageError
     from tasks.preflight import writing
@@ -169,13 +183,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     answer = ask(home, args.question, version=args.version, closed_book=args.closed_book, today=args.today,
                  max_new_tokens=args.max_new_tokens)
+    base = answer.version == "base"
     if answer.grounding is None:
-        where = "closed-book: from what the adapter learned, no data sheet"
+        where = f"closed-book: from what the {'base model knows' if base else 'adapter learned'}, no data sheet"
     elif answer.refused:
         where = "no data for this question"
     else:
         where = f"figures from the session of {session_words(answer.session)}"
-    who = "base model (no champion)" if answer.version == "base" else answer.version
+    who = "base model (no champion)" if base else answer.version
     print(f"[{who} · {where}] {answer.text}")
     if args.show_sheet and answer.grounding is not None and answer.grounding.sheet:
         print("\n" + answer.grounding.sheet)
@@ -186,6 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _config(args)  # a bad flag, profile or date fails here, before Prefect starts
     home = _home(args)
     _prefect_api()
+    _flow_logs(args)
     from flows.daily_retrain import RetrainParameters, daily_retrain
     from tasks.preflight import writing
     from tasks.promotion import resolve_champion
@@ -213,6 +229,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     _config(args)  # a bad flag, profile or date fails here, before Prefect starts
     home = _home(args)
     _prefect_api()
+    _flow_logs(args)
     from flows.backfill import backfill
     from tasks.reporting import format_backfill_table
     from flows.daily_retrain import RetrainParameters
@@ -350,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the boundary: one clear line; a traceback for bugs or --debug
         from tasks.preflight import report_error
 
-        if getattr(args, "debug", False) or os.environ.get("NIFTYTUNE_DEBUG"):
+        if _debug(args):
             raise
         return report_error(f"niftytune {args.command}", exc)
 

@@ -19,6 +19,7 @@ from tasks.calendar import TradingSession, resolve_session, today_in_kolkata
 from tasks.config import Config
 from tasks.market_data import (FetchReport, MarketDataError, TickerReport, TransientFetchError, commit_bars,
                                fetch_task)
+from tasks.market_sources import FetchError
 
 
 def fetch_and_commit(home: Path, cfg: Config, session: TradingSession) -> FetchReport:
@@ -34,7 +35,8 @@ def fetch_and_commit(home: Path, cfg: Config, session: TradingSession) -> FetchR
         if isinstance(outcome, MarketDataError):
             tries = f" (gave up after {cfg.market.fetch_retries + 1} attempts)" if isinstance(
                 outcome, TransientFetchError) else ""
-            failures[symbol] = f"{type(outcome).__name__}: {outcome}{tries}"
+            reason = outcome.reason if isinstance(outcome, FetchError) else str(outcome)  # without the symbol
+            failures[symbol] = f"{type(outcome).__name__}: {reason}{tries}"
         else:
             staged[symbol] = outcome
     return commit_bars(home, cfg, session, staged, failures)

@@ -253,10 +253,14 @@ def check_coverage(cfg: Config, reports: list[TickerReport], session: date) -> s
     missing_required = [r for r in lacking if r.symbol in required]
     if not missing_required and share >= cfg.market.min_coverage:
         return None
-    lines = [f"{r.symbol}: {r.error or f'latest bar {r.last_session}'}" for r in lacking]
+    # One line: tickers that failed the same way (Yahoo unreachable: all of them) are named together.
+    why: dict[str, list[str]] = {}
+    for r in lacking:
+        why.setdefault(r.error or f"latest bar {r.last_session}", []).append(r.symbol)
+    required = f"; required missing: {', '.join(r.symbol for r in missing_required)}" if missing_required else ""
     return (f"market data for session {session} incomplete: {len(lacking)} of {len(reports)} tickers lack it "
-            f"(coverage {share:.0%}, need {cfg.market.min_coverage:.0%}; required missing: "
-            f"{[r.symbol for r in missing_required]}); nothing was stored\n  " + "\n  ".join(lines))
+            f"(coverage {share:.0%}, need {cfg.market.min_coverage:.0%}{required}); nothing was stored; "
+            + "; ".join(f"{', '.join(symbols)}: {reason}" for reason, symbols in why.items()))
 
 
 def commit_staged(home: Path, cfg: Config, session: TradingSession, staged: dict[str, Path],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import threading
 from datetime import date, timedelta
 from pathlib import Path
@@ -99,11 +100,21 @@ def yahoo_session() -> Any | None:
     return None
 
 
+CURL_NOISE = re.compile(r" after \d+ (?:ms|milliseconds)| See https://curl\.se/\S+ first for more details\.")
+
+
+def network_message(err: Exception) -> str:
+    """A connection error's message without curl's elapsed time and link, so that one fault (no
+    network, DNS, a refused connection) reads the same for every ticker and a failed fetch can
+    name it once."""
+    return CURL_NOISE.sub("", str(err)).removeprefix("Failed to perform, ").rstrip(". ")
+
+
 def classify_yahoo_error(symbol: str, err: Exception) -> FetchError:
     """A yfinance or HTTP failure as a transient (retry) or permanent (give up) fault."""
     from yfinance import exceptions as yfe
 
-    status = getattr(getattr(err, "response", None), "status_code", None)
+    status = getattr(getattr(err, "response", None), "status_code", None) or None  # curl: 0 when nothing came back
     if isinstance(err, FetchError):
         return err
     if isinstance(err, yfe.YFRateLimitError) or status == 429:
@@ -118,8 +129,12 @@ def classify_yahoo_error(symbol: str, err: Exception) -> FetchError:
         return PermanentFetchError(symbol, str(err))
     if status in (400, 403, 404):
         return PermanentFetchError(symbol, f"HTTP {status} from Yahoo ({err})")
+    if status is not None:
+        return TransientFetchError(symbol, f"HTTP {status} from Yahoo ({err})")
     network = type(err).__module__.startswith(("curl_cffi", "requests"))  # their connection/timeout errors
-    if network or isinstance(err, (OSError, json.JSONDecodeError, yfe.YFDataException)):
+    if network or isinstance(err, OSError):
+        return TransientFetchError(symbol, f"Yahoo Finance unreachable ({type(err).__name__}: {network_message(err)})")
+    if isinstance(err, (json.JSONDecodeError, yfe.YFDataException)):
         return TransientFetchError(symbol, f"{type(err).__name__}: {err}")
     return PermanentFetchError(symbol, f"unexpected {type(err).__name__} from yfinance: {err}")
 

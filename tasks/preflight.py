@@ -8,10 +8,12 @@
 A UserError is the user's to fix (a flag, a profile, a date, a home): the CLI prints its one
 line and exits with status 2. Errors of the world (another run holds the lock, a corrupt
 registry, a fetch that failed) are one line and status 1. Anything else is a bug and shows its
-traceback.
+traceback. Prefect's console logs follow the same rule (`hide_expected_tracebacks`): a task that
+fails on Yahoo being unreachable logs one line per attempt, no traceback.
 """
 from __future__ import annotations
 
+import copy
 import errno
 import logging
 import os
@@ -110,6 +112,34 @@ def is_expected(exc: BaseException) -> bool:
     system error (it names its path), or a value our code refused. Anything else is a bug."""
     ours = any(cls.__module__.startswith(OUR_PACKAGES) for cls in type(exc).__mro__)
     return ours or isinstance(exc, (OSError, ValueError, TimeoutError))
+
+
+class OneLineForExpectedErrors(logging.Formatter):
+    """Wraps the console's formatter: a record carrying an expected error prints without its
+    traceback (its message already names the error); a bug's record keeps it."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_expected(exc):
+            record = copy.copy(record)  # other handlers (the run's logs in the UI) keep the traceback
+            record.exc_info, record.exc_text = None, None
+        return self.inner.format(record)
+
+
+def hide_expected_tracebacks() -> None:
+    """Prefect logs a failed task's or flow's traceback on the console (a task's once it is out
+    of retries: Yahoo unreachable gave one per ticker, then more for the flow). For an error of
+    the world its one-line message says it all; tracebacks stay for bugs, and in the UI."""
+    import prefect.main  # noqa: F401  (sets up Prefect's logging: its console handler exists from here on)
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, OneLineForExpectedErrors):
+            handler.setFormatter(OneLineForExpectedErrors(handler.formatter))
 
 
 def report_error(prog: str, exc: BaseException) -> int:

@@ -87,6 +87,15 @@ def _base_config(home: Path) -> Config:
     return cfg.model_copy(update={"training": training})
 
 
+def _check_verified(home: Path, version: str) -> None:
+    """RegistryIntegrityError when `version` fails what `registry verify` checks of it."""
+    from adapters_registry import Registry, RegistryIntegrityError
+
+    problems = Registry(home).verify_version(version)
+    if problems:
+        raise RegistryIntegrityError(f"refusing to answer with {version}: " + "; ".join(problems))
+
+
 def _load_base(home: Path, cfg: Config) -> tuple[Any, Any]:
     from tasks.base_model import load_base, resolve_base_model
 
@@ -107,6 +116,8 @@ def ask(home: str | Path, question: str, version: str | None = None, *, closed_b
     messages, grounding = prompt_for(question, cfg, view, today or today_in_kolkata())
     name = info.version if info else BASE
     if grounding is not None and grounding.refusal:
+        if info is not None and not loaded:  # no model is loaded (which verifies): still never speak for a bad version
+            _check_verified(home, info.version)
         return Answer(grounding.refusal, name, grounding)
     if info is None:
         model, tokenizer = _load_base(home, cfg)

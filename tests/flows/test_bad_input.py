@@ -1,9 +1,12 @@
 """Bad input gets one clear line before Prefect starts, not Prefect's tracebacks: exit status 2
 for what the user must fix (profile, flags, date, home), 1 for the state of the world (the
-home is busy, the champion is corrupt); a traceback only with --debug (issue 16, failure 6)."""
+home is busy, the champion is corrupt, Yahoo is unreachable); a traceback only with --debug
+(issue 16, failure 6)."""
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +17,17 @@ from adapters_registry import Registry
 from flows import daily_retrain
 from flows.cli import main
 from tasks import processes
+from tasks.market_sources import TransientFetchError
+from tasks.preflight import OneLineForExpectedErrors
 from tests.adapters_registry.fakes import decision, lineage, make_fake_adapter
-from tests.flows.conftest import HOLD_LOCK, clean_env
+from tests.flows.conftest import HOLD_LOCK, clean_env, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def niftytune(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = clean_env(PYTHONPATH=str(REPO))
+def niftytune(home: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess:
+    env = env or clean_env(PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, "-m", "flows.cli", *args, "--home", str(home)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -96,3 +102,55 @@ def test_run_with_a_corrupt_champion_stops_before_prefect_in_one_line(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     result = niftytune(tmp_path / "home", "run", "--profile", "no-such-profile", "--debug")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def yahoo_offline_env() -> dict[str, str]:
+    """The environment of a machine where Yahoo cannot be reached, with no network involved:
+    yfinance's HTTP client (curl) is sent through a proxy on a local port nothing listens on, so
+    every request to Yahoo is refused; the temporary Prefect server on 127.0.0.1 is reached directly."""
+    env = {k: v for k, v in clean_env(PYTHONPATH=str(REPO)).items() if not k.lower().endswith("_proxy")}
+    dead = f"http://127.0.0.1:{free_port()}"
+    proxies = {"https_proxy": dead, "http_proxy": dead, "all_proxy": dead, "no_proxy": "127.0.0.1,localhost"}
+    return {**env, **proxies, **{k.upper(): v for k, v in proxies.items()}}
+
+
+@pytest.mark.parametrize("command", ["fetch", "run"])
+def test_yahoo_offline_is_retried_then_fails_in_one_line_without_a_traceback(tmp_path, command):
+    profile = tmp_path / "quick-retries.yaml"  # 3 attempts per ticker, without the profiles' 2-4-8 s waits
+    profile.write_text("market:\n  fetch_retries: 2\n  fetch_backoff_seconds: 0.01\n")
+    home = tmp_path / "home"
+    result = niftytune(home, command, "--profile", str(profile), "--tickers", "^NSEI,TCS.NS", "--as-of", "2025-03-28",
+                       env=yahoo_offline_env())
+    assert_one_clear_line(result, 1, "Yahoo Finance unreachable", "^NSEI, TCS.NS:", "gave up after 3 attempts",
+                          "nothing was stored", "over proxy 127.0.0.1")  # the proxy refused it: no network was used
+    for symbol in ("^NSEI", "TCS.NS"):  # every failed attempt is one line, the retries are kept
+        attempts = [line for line in result.stderr.splitlines()
+                    if f"'fetch-{symbol}' - Task run failed with exception" in line]
+        assert len(attempts) == 3 and "Retries are exhausted" in attempts[-1], result.stderr[-3000:]
+    assert not list((home / "market").glob("*.csv"))
+
+
+def test_an_empty_csv_fails_the_fetch_in_one_line_naming_the_file(tmp_path, shared_market):
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    shutil.copy(shared_market / "TCS.NS.csv", replay)
+    (replay / "INFY.NS.csv").write_bytes(b"")
+    result = niftytune(tmp_path / "home", "fetch", "--source", "csv", "--csv-dir", str(replay),
+                       "--tickers", "TCS.NS,INFY.NS", "--as-of", "2019-11-29")
+    assert_one_clear_line(result, 1, "INFY.NS: PermanentFetchError", str(replay / "INFY.NS.csv"), "empty file",
+                          "nothing was stored")
+
+
+def test_the_console_drops_the_traceback_of_an_expected_error_only():
+    def record(exc: Exception) -> logging.LogRecord:
+        try:
+            raise exc
+        except Exception:
+            return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "failed: %r", (exc,),
+                                     sys.exc_info())
+
+    console = OneLineForExpectedErrors(logging.Formatter("%(message)s"))
+    offline = record(TransientFetchError("TCS.NS", "Yahoo Finance unreachable"))
+    assert console.format(offline) == "failed: TransientFetchError('TCS.NS: Yahoo Finance unreachable')"
+    assert offline.exc_info is not None  # the run's logs in the UI still get the traceback
+    assert "Traceback" in console.format(record(KeyError("a bug")))

@@ -16,8 +16,10 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import psutil
 import pytest
 
+from adapters_registry import Registry
 from deployments.alerts import ALERT_BLOCK, AUTOMATION_NAME
 from tests.flows.conftest import log_tail, wait_for
 from tests.flows.readme_processes import ServedDeployment, readme_serve
@@ -112,9 +114,13 @@ def test_a_killed_run_does_not_block_the_next_one(cron_served, tmp_path):
     wait_for("the run to start", lambda: cron_served.server.flow_run(doomed["id"])["state_type"] == "RUNNING",
              120, cron_served.proc, cron_served.log)
     pid = wait_for("the run's process", lambda: flow_run_pid(doomed["id"]), 30)
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     os.kill(pid, signal.SIGKILL)  # as the OOM killer or a reboot would
     crashed = cron_served.wait_final(doomed["id"], timeout=60)
     assert crashed["state_type"] == "CRASHED", crashed["state_name"]
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    assert alive == [], [p.pid for p in alive]  # no process of the run is left (issue 16)
+    assert Registry(day["home"]).verify() == []
 
     # With the slot still held (limit 1), the next run would wait for ever instead of completing.
     after = cron_served.create_run(name="after-the-kill", max_steps=2, **day)

@@ -68,6 +68,18 @@ def test_a_refusal_neither_loads_nor_runs_the_model_and_states_no_price(home, mo
     assert answer.text == answer.grounding.refusal and not PRICE_LIKE.search(answer.text)
 
 
+def test_a_champion_that_fails_verification_is_refused_even_for_a_question_the_store_cannot_answer(home, tmp_path):
+    """A refusal loads no model, but it names the version that answered: it must not answer for
+    a champion `registry verify` refuses (issue 16: `ask` refuses what `verify` refuses)."""
+    import shutil
+
+    corrupt = tmp_path / "home"
+    shutil.copytree(home, corrupt)
+    (Registry(corrupt).champion().path / "adapter_model.safetensors").write_bytes(b"corrupt")
+    with pytest.raises(adapters_registry.RegistryIntegrityError, match="adapter_model.safetensors"):
+        ask(corrupt, "What did Wipro close at?", today=SESSION)
+
+
 def test_a_grounded_answer_carries_the_groundings_session_and_version(home, captured):
     answer = ask(home, "What did TCS close at yesterday?", today=date(2019, 11, 30))
     assert not answer.refused and answer.text == "an answer"
@@ -109,3 +121,33 @@ def test_with_no_champion_the_base_model_answers_and_says_so(home, tmp_path, cap
     answer = ask(based, "What did TCS close at?", today=SESSION)
     assert answer.version == "base" and answer.session == SESSION and answer.text == "an answer"
     assert "Data sheet: TCS" in captured[-1][1]["content"]
+
+
+def test_niftytune_ask_after_rollback_to_base_answers_with_the_base_model(home, tmp_path):
+    """Issue 16, failure 7, as a user meets it: the only champion is corrupt, so `ask` refuses it;
+    `registry rollback --to-base` leaves no champion; `ask` then answers with the base model and
+    says so."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.flows.conftest import PROJECT_ROOT, clean_env
+
+    based = tmp_path / "home"
+    shutil.copytree(home, based)
+    champion = Registry(based).champion()
+    (champion.path / "adapter_model.safetensors").write_bytes(b"corrupt")
+
+    def niftytune(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "flows.cli", *args, "--home", str(based)], cwd=PROJECT_ROOT,
+                              env=clean_env(PYTHONPATH=str(PROJECT_ROOT)), capture_output=True, text=True, timeout=300)
+
+    question = ["ask", "What did TCS close at?", "--today", "2019-11-29", "--max-new-tokens", "4"]
+    refused = niftytune(*question)
+    assert refused.returncode == 1 and champion.version in refused.stderr and "Traceback" not in refused.stderr
+    rolled = niftytune("registry", "rollback", "--to-base", "--reason", "the only champion is corrupt")
+    assert rolled.returncode == 0, rolled.stderr[-2000:]
+    answered = niftytune(*question)
+    assert answered.returncode == 0, answered.stderr[-2000:]
+    assert answered.stdout.startswith("[base model (no champion) · figures from the session of Friday, "
+                                      "29 November 2019] ")

@@ -151,6 +151,30 @@ def test_http_429_is_a_transient_fault(fake_yahoo):
         YahooSource(adjusted=False).fetch("TCS.NS", date(2019, 11, 20), date(2019, 11, 29))
 
 
+class OfflineYahoo(curl_requests.Session):
+    """Fails every request the way curl does on a machine with no network."""
+
+    def request(self, method, url, params=None, **kwargs):  # noqa: ANN001 (curl_cffi's signature)
+        nothing = Response()
+        nothing.status_code = 0  # curl's response when no byte came back
+        raise curl_requests.exceptions.ConnectionError(
+            f"Failed to perform, curl: (6) Could not resolve host: {urlsplit(url).hostname} after {len(url)} ms. "
+            "See https://curl.se/libcurl/c/libcurl-errors.html first for more details.", 6, nothing)
+
+
+def test_no_network_is_a_transient_fault_that_reads_the_same_for_every_ticker(monkeypatch, tmp_path):
+    monkeypatch.setattr(market_sources, "yahoo_session", lambda: OfflineYahoo())
+    monkeypatch.setattr(market_sources, "_yf_cache_dir", [tmp_path])
+    reasons = set()
+    for symbol in ("TCS.NS", "^NSEI"):
+        with pytest.raises(TransientFetchError, match="Yahoo Finance unreachable") as caught:
+            YahooSource(adjusted=False).fetch(symbol, date(2019, 11, 20), date(2019, 11, 29))
+        reasons.add(caught.value.reason)
+    (reason,) = reasons  # without curl's elapsed time (it differs per request): a failed run names the fault once
+    assert reason.startswith("Yahoo Finance unreachable (ConnectionError: curl: (6) Could not resolve host: ")
+    assert " ms" not in reason and "curl.se" not in reason
+
+
 def test_unknown_ticker_is_a_permanent_fault(fake_yahoo):
     with pytest.raises(PermanentFetchError, match="NOPE.NS"):
         YahooSource(adjusted=False).fetch("NOPE.NS", date(2019, 11, 20), date(2019, 11, 29))
