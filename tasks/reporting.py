@@ -137,9 +137,16 @@ def _coverage_table(coverage: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _probe_family(probe_id: str) -> str:
+    """A probe id (`family/tickers/session/key/mode/template/phrase`) as its accuracy key:
+    the family, marked when it was asked closed-book (tasks.evaluation.probe_family)."""
+    parts = probe_id.split("/")
+    return parts[0] + (" (closed-book)" if len(parts) > 4 and parts[4] == "closed_book" else "")
+
+
 def _accuracy_table(scores: Any) -> list[dict[str, Any]]:
     """Per question family: how many probe questions, and each model's share answered right."""
-    probes = Counter(str(p).split("/", 1)[0] for p in scores.probe_ids)
+    probes = Counter(_probe_family(str(p)) for p in scores.probe_ids)
     families = sorted({f for s in scores.scores.values() for f in (s.accuracy or {})})
     return [{"family": f, "probes": probes.get(f, 0),
              **{m: _fmt((scores.scores[m].accuracy or {}).get(f), ".1%") for m in MODELS if m in scores.scores}}
