@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from adapters_registry import Registry
+from flows import daily_retrain
 from tasks import evaluation, market_sources, training
+from tasks.config import DEFAULT_UNIVERSE
 from tasks.market_data import PermanentFetchError
 from tests.flows.conftest import FAST_OVERRIDES, file_digests, read_artifact, run_daily
 from tests.tasks.test_market_yahoo import fake_yahoo, yahoo_bars  # noqa: F401  (fixture)
@@ -222,6 +225,42 @@ def test_permanent_fetch_fault_fails_before_training_and_changes_nothing(decided
     assert store_and_registry(decided_home) == before
     assert trained == [] and run_dirs(decided_home) == []
     assert not (decided_home / "samples" / str(NEXT_SESSION)).exists()
+
+
+def test_the_daily_flow_fetches_at_most_fetch_workers_tickers_at_once(fast_profile, tmp_path, monkeypatch):
+    # Issue 14: every ticker was submitted at once, so market.fetch_workers (kept small for
+    # Yahoo's rate limit) did nothing in the daily flow.
+    profile = yaml.safe_load(fast_profile.read_text())
+    profile["market"]["fetch_workers"] = 2
+    (tmp_path / "two-workers.yaml").write_text(yaml.safe_dump(profile))
+    fetch, seen, fetched = market_sources.SyntheticSource.fetch, {"now": 0, "most": 0}, []
+    changed = threading.Condition()
+
+    def crowded_fetch(self, symbol, start, end):
+        with changed:
+            seen["now"] += 1
+            seen["most"] = max(seen["most"], seen["now"])
+            changed.notify_all()
+            # Held until a third fetch runs beside it (or 2 s pass): a bound that does not hold
+            # then shows, however the threads happen to be scheduled.
+            changed.wait_for(lambda: seen["now"] > 2, timeout=2)
+        try:
+            fetched.append(symbol)
+            return fetch(self, symbol, start, end)
+        finally:
+            with changed:
+                seen["now"] -= 1
+
+    monkeypatch.setattr(market_sources.SyntheticSource, "fetch", crowded_fetch)
+    monkeypatch.setattr(daily_retrain, "build_sample_files", _stop_after_the_fetch)
+    symbols = [t.symbol for t in DEFAULT_UNIVERSE[:6]]
+    state = daily(tmp_path / "home", tmp_path / "two-workers.yaml", as_of=TRADING_DAY, tickers=symbols)
+    assert state.is_failed() and "stopped after the fetch" in state.message
+    assert sorted(fetched) == sorted(symbols) and seen["most"] <= 2
+
+
+def _stop_after_the_fetch(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("stopped after the fetch")
 
 
 def _fail(*args: Any, **kwargs: Any) -> None:
