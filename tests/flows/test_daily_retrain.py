@@ -25,6 +25,7 @@ from tasks.config import DEFAULT_UNIVERSE
 from tasks.market_data import PermanentFetchError
 from tests.flows.conftest import FAST_OVERRIDES, file_digests, read_artifact, run_daily
 from tests.tasks.test_market_yahoo import fake_yahoo, yahoo_bars  # noqa: F401  (fixture)
+from tests.tinymodel import build_tiny_model
 
 TRADING_DAY = date(2025, 3, 28)  # a Friday session
 NEXT_SESSION = date(2025, 4, 1)  # the next one: 31 March 2025 was an NSE holiday
@@ -157,6 +158,26 @@ def test_dropped_rows_are_warnings_in_the_runs_logs(fast_profile, shared_market,
     assert state.is_completed(), state.message
     warnings = run_logs(state.state_details.flow_run_id)
     assert any(m.startswith("TCS.NS 2019-10-27: dropped row: junk row") for m in warnings), warnings
+
+
+def test_a_new_base_model_is_gated_against_itself_not_the_old_ones_champion(decided_home, promoted, fast_profile,
+                                                                            tiny_model_dir, tmp_path):
+    # Issue 14: the champion's adapter does not fit another base model's layers (other shapes
+    # here), so after a deliberate `--base-model` change every run failed in scoring.
+    other = build_tiny_model(tmp_path / "other-model", seed=1, hidden=32)
+    state = daily(decided_home, fast_profile, as_of=NEXT_SESSION, base_model=str(other), **QUICK)
+    assert state.is_completed(), state.message
+    summary, champion = state.result(), promoted.summary.version
+    assert summary.status in ("promoted", "rejected") and set(summary.losses) == {"base", "candidate"}
+    why = re.escape(f"champion {champion} was trained on base model {tiny_model_dir.resolve()} (weights ") + r"\w+" \
+        + re.escape(f"), the candidate on {other.resolve()} (weights ")
+    assert re.search(why, summary.message) and summary.message.endswith("compared with the base model")
+    data = read_artifact(state.state_details.flow_run_id, "daily-retrain-decision").data
+    assert f"- champion before this run: {champion}, trained on another base model, so the candidate" in data
+    assert any(re.search(why, m) for m in run_logs(state.state_details.flow_run_id))  # a warning
+    registered = Registry(decided_home).get(summary.version)
+    assert registered.manifest.lineage.base_model.identity == str(other.resolve())
+    assert Registry(decided_home).champion().version == (summary.version if summary.status == "promoted" else champion)
 
 
 # --- days without training ---------------------------------------------------------------------
