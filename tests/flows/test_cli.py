@@ -44,9 +44,16 @@ def test_every_subcommand_help_exits_0_and_documents_home(command, capsys):
     assert "--home" in capsys.readouterr().out
 
 
-def test_registry_subcommand_accepts_home_after_the_subcommand(tmp_path, capsys):
+def test_registry_on_an_empty_home_lists_nothing_says_there_is_no_champion_and_writes_nothing(tmp_path, capsys):
     # As the README and `make demo` write it: `niftytune registry list --home DIR`.
-    assert main(["registry", "list", "--home", str(tmp_path)]) == 0
+    home = str(tmp_path)
+    assert main(["registry", "list", "--home", home]) == 0
+    assert capsys.readouterr().out.split() == ["VERSION", "CREATED", "DECISION", "LOSS", "BASELINE", "DELTA", "PARENT"]
+    assert main(["registry", "list", "--json", "--home", home]) == 0 and capsys.readouterr().out.strip() == "[]"
+    assert main(["registry", "promoted", "--home", home]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"no champion in {tmp_path / 'registry'}" in captured.err
+    assert list(tmp_path.iterdir()) == []  # a query creates no registry
 
 
 @pytest.mark.parametrize("command", [["run", "--as-of", "2019-13-45"], ["backfill", "--from", "2019-13-45",
