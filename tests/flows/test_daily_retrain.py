@@ -212,6 +212,20 @@ def test_forced_rerun_retrains_and_registers_a_second_version(decided_home, prom
     assert registrations(decided_home, TRADING_DAY) == [promoted.summary.version, summary.version]
 
 
+def test_a_dry_run_trains_scores_and_decides_but_registers_nothing(decided_home, promoted, fast_profile):
+    before = file_digests(decided_home / "registry")
+    state = daily(decided_home, fast_profile, as_of=NEXT_SESSION, dry_run=True, **QUICK)
+    summary = state.result()
+    assert state.is_completed() and summary.status == "dry-run" and summary.version is None
+    assert set(summary.losses) == {"base", "champion", "candidate"} and summary.message.startswith(("promoted",
+                                                                                                   "not promoted"))
+    assert file_digests(decided_home / "registry") == before and summary.champion == promoted.summary.version
+    assert run_dirs(decided_home) == [] and registrations(decided_home, NEXT_SESSION) == []
+    flow_run_id = state.state_details.flow_run_id
+    assert "candidate version: (not registered: dry run)" in read_artifact(flow_run_id, "daily-retrain-decision").data
+    assert read_artifact(flow_run_id, "registered-version") is None
+
+
 # --- faults ------------------------------------------------------------------------------
 
 @pytest.fixture
