@@ -24,7 +24,7 @@ from tasks import evaluation, market_sources, training
 from tasks.config import DEFAULT_UNIVERSE
 from tasks.market_data import PermanentFetchError
 from tests.flows.conftest import FAST_OVERRIDES, file_digests, read_artifact, run_daily
-from tests.tasks.test_market_yahoo import fake_yahoo, yahoo_bars  # noqa: F401  (fixture)
+from tests.tasks.test_market_yahoo import yahoo_bars
 from tests.tinymodel import build_tiny_model
 
 TRADING_DAY = date(2025, 3, 28)  # a Friday session

@@ -17,7 +17,6 @@ from tasks.config import Config, MarketConfig, TickerSpec
 from tasks.market_data import (BarValidationError, CoverageError, PermanentFetchError, TransientFetchError,
                                fetch_new_bars, fetch_task, is_transient)
 from tasks.market_store import market_dir
-from tests.tasks.test_market_yahoo import fake_yahoo  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module", autouse=True)
