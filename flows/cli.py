@@ -19,7 +19,7 @@ import os
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 DESCRIPTION = "Keep a small language model current on the Indian market: fetch, sample, train, gate, promote."
 

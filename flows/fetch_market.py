@@ -4,8 +4,8 @@
     print(format_fetch_report(report))
 
 The flow `market-fetch` reads as the process: which session is due, fetch every ticker
-(retried on transient faults), then commit all of them or none (coverage policy). The daily
-flow runs the same two tasks through `fetch_and_commit`.
+(`market.fetch_workers` at a time, retried on transient faults), then commit all of them or
+none (coverage policy). The daily flow runs the same two tasks through `fetch_and_commit`.
 """
 from __future__ import annotations
 
@@ -23,13 +23,18 @@ from tasks.market_sources import FetchError
 
 
 def fetch_and_commit(home: Path, cfg: Config, session: TradingSession) -> FetchReport:
-    """Inside a flow: fetch each ticker (Prefect retries), then commit or raise CoverageError."""
+    """Inside a flow: fetch each ticker, at most `market.fetch_workers` at once (Prefect
+    retries), then commit or raise CoverageError."""
     fetch = fetch_task(cfg)
-    futures = {t.symbol: fetch.submit(home, cfg, t.symbol, session) for t in cfg.market.tickers}
+    # The fetches get a runner of their own: the calling flow's is not sized for Yahoo's rate
+    # limit (the daily flow's runs every stage, and a flow's runner is fixed before its config is read).
+    with ThreadPoolTaskRunner(max_workers=cfg.market.fetch_workers) as runner:
+        futures = {t.symbol: runner.submit(fetch, {"home": home, "cfg": cfg, "symbol": t.symbol, "session": session})
+                   for t in cfg.market.tickers}
+        outcomes = {symbol: future.result(raise_on_failure=False) for symbol, future in futures.items()}
     staged: dict[str, Path] = {}
     failures: dict[str, str] = {}
-    for symbol, future in futures.items():
-        outcome = future.result(raise_on_failure=False)
+    for symbol, outcome in outcomes.items():
         if isinstance(outcome, BaseException) and not isinstance(outcome, MarketDataError):
             raise outcome  # a bug, not a market-data fault: never disguise it as poor coverage
         if isinstance(outcome, MarketDataError):
@@ -42,7 +47,7 @@ def fetch_and_commit(home: Path, cfg: Config, session: TradingSession) -> FetchR
     return commit_bars(home, cfg, session, staged, failures)
 
 
-@flow(name="market-fetch", task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(name="market-fetch")
 def market_fetch(home: Path, cfg: Config, as_of: date | None = None) -> FetchReport:
     """Fetch the bars up to the latest final session as of `as_of` (default: today, IST)."""
     # 1. which session's bars are due (a weekend or holiday still catches up to the last one)
@@ -53,8 +58,7 @@ def market_fetch(home: Path, cfg: Config, as_of: date | None = None) -> FetchRep
 
 def run_fetch(home: Path, cfg: Config, as_of: date | None = None) -> FetchReport:
     """Run the `market-fetch` flow; raises CoverageError (with `.report`) when nothing was stored."""
-    runner = ThreadPoolTaskRunner(max_workers=cfg.market.fetch_workers)
-    return market_fetch.with_options(task_runner=runner)(home=Path(home), cfg=cfg, as_of=as_of)
+    return market_fetch(home=Path(home), cfg=cfg, as_of=as_of)
 
 
 def _ticker_row(t: TickerReport) -> list[str]:

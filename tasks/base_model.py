@@ -20,9 +20,13 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tasks.config import EMBEDDED_BASE_MODEL, TrainingConfig
+
+if TYPE_CHECKING:  # imported where used: importing this module stays cheap
+    import torch
+    from transformers import BitsAndBytesConfig
 
 log = logging.getLogger(__name__)
 

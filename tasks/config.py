@@ -224,7 +224,7 @@ class TrainingConfig(_Section):
     """Compute each LoRA linear layer in one autograd function (`tasks.fused_lora`): the base
     output written once with the low-rank term added in place, the input gradients summed in
     place; the same math as peft's layers with fewer full-size temporaries. Plain LoRA layers
-    only (dropout 0, one adapter); others keep peft's forward."""
+    only: needs `lora_dropout` 0 (a config with dropout is refused: dropout is not fused)."""
     logging_steps: int = Field(default=5, ge=1)
     """Log loss and learning rate every this many steps."""
     seed: int = 42
@@ -237,6 +237,10 @@ class TrainingConfig(_Section):
         if self.attn_implementation == "varlen" and not self.packing:
             raise ValueError("training.attn_implementation 'varlen' runs packed padding-free batches: "
                              "set training.packing: true, or use sdpa")
+        if self.fused_lora and self.lora_dropout > 0:  # tasks.fused_lora leaves such layers to peft
+            raise ValueError(f"training.fused_lora fuses only LoRA layers without dropout, but "
+                             f"training.lora_dropout {self.lora_dropout:g}: set training.lora_dropout: 0, or "
+                             "training.fused_lora: false")
         return self
 
 
@@ -389,7 +393,13 @@ def _known_fields(model: type[BaseModel], data: Any) -> Any:
 def recorded_config(data: dict[str, Any]) -> Config:
     """The config a manifest recorded, read by this version: fields that no longer exist are
     dropped and new fields take their defaults (an older adapter stays askable)."""
-    return Config.model_validate(_known_fields(Config, data))
+    data = _known_fields(Config, data)
+    training = data.get("training") if isinstance(data, dict) else None
+    if isinstance(training, dict) and training.get("fused_lora") and training.get(
+            "lora_dropout", TrainingConfig.model_fields["lora_dropout"].default) > 0:
+        # Recorded before that pair was refused: its layers kept peft's forward, i.e. were not fused.
+        data = {**data, "training": {**training, "fused_lora": False}}
+    return Config.model_validate(data)
 
 
 def resolve_home(home: str | Path | None = None) -> Path:

@@ -66,6 +66,16 @@ class ScoreReport:
     probe_ids: list[str] = field(default_factory=list)
     champion_version: str | None = None
     """The registry version scored as `champion` (the gate's decision is only valid against it)."""
+    incomparable_champion: str | None = None
+    """The champion when it was not scored because it was trained on another base model (the
+    gate then compares with the base model; the decision is only valid while it is champion)."""
+    incomparable_reason: str | None = None
+    """Why that champion was not scored, in words for the decision's reason."""
+
+    @property
+    def champion_at_scoring(self) -> str | None:
+        """The champion when scoring began, scored or not: a decision is only valid against it."""
+        return self.champion_version or self.incomparable_champion
 
     def to_dict(self) -> dict[str, Any]:
         """The `scores` record of a registry manifest (non-finite losses become None)."""
@@ -346,14 +356,21 @@ def load_for_scoring(ref: Any, cfg: Config) -> tuple[Any, Any, bool]:
 @task(name="score-candidate", cache_policy=NO_CACHE)
 def score_candidate(home: Path, cfg: Config, candidate: Any, sample_set: Any) -> ScoreReport:
     """Score base, champion (verified first; fails closed) and candidate on the session's
-    val.jsonl in this process, with the base loaded once."""
-    from tasks.promotion import resolve_champion
+    val.jsonl in this process, with the base loaded once. A champion trained on another base
+    model than the candidate's is not scored: its loss would not be comparable (or its adapter
+    would not even fit), so the candidate is compared with its own base model instead."""
+    from tasks.promotion import base_model_change, resolve_champion
 
     champion = resolve_champion(home)
+    why_not = base_model_change(champion, candidate.base) if champion else None
+    if why_not:
+        log.warning(why_not)
+    scored = None if why_not else champion
     model, tokenizer, _ = load_for_scoring(candidate.base, cfg)
-    adapters = {"champion": champion.path} if champion else {}
+    adapters = {"champion": scored.path} if scored else {}
     report = score_models(model, tokenizer, {**adapters, "candidate": candidate.adapter_dir}, sample_set.val_path, cfg)
     if report.val_hash != sample_set.val_hash:
         raise ValidationFileError(f"{sample_set.val_path} changed: sha256 {report.val_hash} is not the sample "
                                   f"set's {sample_set.val_hash}")
-    return replace(report, champion_version=champion.version if champion else None)
+    return replace(report, champion_version=scored.version if scored else None,
+                   incomparable_champion=champion.version if why_not else None, incomparable_reason=why_not)

@@ -3,6 +3,7 @@ them, and commit them all at once when the run's coverage is good enough.
 
     session = resolve_session(as_of, cfg.market)                 # tasks.calendar
     staged = fetch_new_bars(home, cfg, "TCS.NS", session)        # Path of a validated fetch
+    fetch_task(cfg).submit(home, cfg, "TCS.NS", session)        # the same in a flow, retried as configured
     report = commit_bars(home, cfg, session, {"TCS.NS": staged}, failures={})
 
 What happens to a bad bar (source-agnostic, before anything is stored):
@@ -307,21 +308,22 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(name="fetch-new-bars", task_run_name="fetch-{symbol}", retries=4,
-      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
-      retry_condition_fn=is_transient, cache_policy=NO_CACHE)
 def fetch_new_bars(home: Path, cfg: Config, symbol: str, session: TradingSession) -> Path:
     """Fetch and validate the bars of `symbol` since its last stored session; return the staged file."""
     path = stage_new_bars(home, cfg.market, symbol, session)
-    get_run_logger().info("%s: staged %s", symbol, path.name)
+    log.info("%s: staged %s", symbol, path.name)
     return path
 
 
 def fetch_task(cfg: Config) -> Task:
-    """`fetch_new_bars` with this config's retry budget (decorator arguments are static)."""
-    return fetch_new_bars.with_options(
-        retries=cfg.market.fetch_retries, retry_jitter_factor=cfg.market.fetch_jitter_factor,
-        retry_delay_seconds=exponential_backoff(backoff_factor=cfg.market.fetch_backoff_seconds))
+    """`fetch_new_bars` as the flows run it: a Prefect task retried on transient faults with the
+    config's `market.fetch_*` budget. The only place those retries are set: decorator arguments
+    are fixed at import, so a decorated default would differ from what a run is configured with."""
+    market = cfg.market
+    return task(fetch_new_bars, name="fetch-new-bars", task_run_name="fetch-{symbol}", cache_policy=NO_CACHE,
+                retries=market.fetch_retries, retry_condition_fn=is_transient,
+                retry_delay_seconds=exponential_backoff(backoff_factor=market.fetch_backoff_seconds),
+                retry_jitter_factor=market.fetch_jitter_factor)
 
 
 @task(name="commit-bars", cache_policy=NO_CACHE)

@@ -69,12 +69,12 @@ def _accuracy_verdict(candidate: float | None, baseline_name: str, baseline: flo
 
 def decide(candidate_loss: float, champion_loss: float | None, base_loss: float, min_delta: float,
            champion_error: str | None = None, *, accuracy: dict[str, float | None] | None = None,
-           max_accuracy_drop: float = 0.0) -> Decision:
+           max_accuracy_drop: float = 0.0, incomparable_champion: str | None = None) -> Decision:
     """Promote iff the candidate's loss is at least `min_delta` below the champion's (the base
     model's when there is no champion) and its answer accuracy (`accuracy`: candidate, champion,
     base) is not below that baseline's by more than `max_accuracy_drop`. Ties, NaN and infinite
     losses never promote; a champion that could not be loaded or verified raises
-    ChampionUnavailableError."""
+    ChampionUnavailableError. `incomparable_champion` (why a champion was not scored) ends the reason."""
     if champion_error is not None:
         raise ChampionUnavailableError(f"the champion cannot be used, so no candidate is promoted: {champion_error}")
     if min_delta < 0 or not math.isfinite(min_delta):
@@ -82,9 +82,10 @@ def decide(candidate_loss: float, champion_loss: float | None, base_loss: float,
     baseline: Literal["champion", "base"] = "base" if champion_loss is None else "champion"
     baseline_loss = base_loss if champion_loss is None else champion_loss
     losses = {"candidate": candidate_loss, baseline: baseline_loss, "base": base_loss}
+    note = f"; {incomparable_champion}" if incomparable_champion else ""
     bad = {name: loss for name, loss in losses.items() if loss is None or not math.isfinite(loss)}
     if bad:
-        return Decision(False, f"not promoted: non-finite loss {bad}", baseline, None, min_delta,
+        return Decision(False, f"not promoted: non-finite loss {bad}{note}", baseline, None, min_delta,
                         None, max_accuracy_drop)
     by_loss, loss_words, delta = _loss_verdict(candidate_loss, baseline, baseline_loss, min_delta)
     accuracy = accuracy or {}
@@ -92,7 +93,7 @@ def decide(candidate_loss: float, champion_loss: float | None, base_loss: float,
                                                          max_accuracy_drop)
     promote = by_loss and by_accuracy
     verdict = "promoted" if promote else "not promoted on loss" if not by_loss else "not promoted on answer accuracy"
-    return Decision(promote, f"{verdict}: {loss_words}; {accuracy_words}", baseline, delta, min_delta,
+    return Decision(promote, f"{verdict}: {loss_words}; {accuracy_words}{note}", baseline, delta, min_delta,
                     gap, max_accuracy_drop)
 
 
@@ -121,7 +122,26 @@ def decide_promotion(scores: Any, min_delta: float, max_accuracy_drop: float = 0
                                        f"{'lack' if champion is None else 'include'} a champion score")
     accuracy = {name: score.accuracy_overall for name, score in scores.scores.items()}
     return decide(scores.scores["candidate"].loss, champion.loss if champion else None,
-                  scores.scores["base"].loss, min_delta, accuracy=accuracy, max_accuracy_drop=max_accuracy_drop)
+                  scores.scores["base"].loss, min_delta, accuracy=accuracy, max_accuracy_drop=max_accuracy_drop,
+                  incomparable_champion=scores.incomparable_reason)
+
+
+def _base_words(identity: str, revision: str | None, file_hash: str | None) -> str:
+    return identity + (f"@{revision}" if revision else "") + (f" (weights {file_hash[:12]})" if file_hash else "")
+
+
+def base_model_change(champion: VersionInfo, base: Any) -> str | None:
+    """Why `champion` cannot be compared with a candidate trained on `base` (a BaseModelRef):
+    another identity, revision or weights than its manifest records; None when they match. Its
+    adapter would not fit another base's layers, or would be scored on weights it never saw."""
+    recorded = champion.manifest.lineage.base_model
+    if ((recorded.identity, recorded.revision) == (base.identity, base.revision)
+            and recorded.file_hash in (None, base.file_hash)):
+        return None
+    return (f"champion {champion.version} was trained on base model "
+            f"{_base_words(recorded.identity, recorded.revision, recorded.file_hash)}, the candidate on "
+            f"{_base_words(base.identity, base.revision, base.file_hash if recorded.file_hash else None)}: "
+            "their losses are not comparable, so the candidate was compared with the base model")
 
 
 def existing_decision(home: str | Path, session: date) -> LedgerEntry | None:
@@ -161,7 +181,7 @@ def register_candidate(home: Path, cfg: Config, candidate: Any, sample_set: Any,
     only if the champion it was scored against is still the champion); then apply retention."""
     registry = Registry(home, lock_timeout=cfg.registry.lock_timeout_seconds)
     info = registry.register(candidate.adapter_dir, build_lineage(cfg, candidate, sample_set, scores, coverage),
-                             decision, promote=decision.promote, expected_champion=scores.champion_version)
+                             decision, promote=decision.promote, expected_champion=scores.champion_at_scoring)
     registry.prune(cfg.registry.keep_promoted, cfg.registry.keep_rejected)
     return info
 

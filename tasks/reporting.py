@@ -169,8 +169,13 @@ def _version_markdown(version: Any, status: str, home: Path) -> str:
 
 
 def _run_details(summary: RunSummary, coverage: Any, sample_set: Any, scores: Any, decision: Any) -> list[str]:
-    baseline = ("- champion before this run: none yet, so the candidate was compared with the base model"
-                if decision.baseline == "base" else f"- compared with the champion {scores.champion_version}")
+    if decision.baseline == "champion":
+        baseline = f"- compared with the champion {scores.champion_version}"
+    elif scores.incomparable_champion:
+        baseline = (f"- champion before this run: {scores.incomparable_champion}, trained on another base model, "
+                    "so the candidate was compared with the base model")
+    else:
+        baseline = "- champion before this run: none yet, so the candidate was compared with the base model"
     return [baseline,
             f"- delta vs {decision.baseline}: {_fmt(decision.delta, '+.6f')} (min_delta {decision.min_delta:g})",
             f"- candidate version: {summary.version or '(not registered: dry run)'}",

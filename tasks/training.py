@@ -23,7 +23,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -32,6 +32,12 @@ from tasks.base_model import (BaseModelRef, build_bnb_config, default_device, lo
                               resolve_base_model, resolve_compute_dtype)
 from tasks.chat import tokenize_conversations
 from tasks.config import Config, TrainingConfig
+
+if TYPE_CHECKING:  # imported where used: the training task times its imports
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig
 
 log = logging.getLogger(__name__)
 

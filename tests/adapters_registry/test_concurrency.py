@@ -18,21 +18,33 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def test_two_processes_promoting_at_once_take_turns(tmp_path):
-    home, trace = tmp_path / "home", tmp_path / "trace.txt"
-    start = time.time() + 2.0  # both import, then begin together
-    writers = [subprocess.Popen([sys.executable, "-m", "tests.adapters_registry.writer", str(home),
-                                 str(make_fake_adapter(tmp_path / f"a{seed}", seed)), str(seed),
-                                 "--trace", str(trace), "--start", str(start)], cwd=REPO, env=ENV)
-               for seed in (1, 2)]
-    assert [w.wait(timeout=60) for w in writers] == [0, 0]
+    home, trace, release = tmp_path / "home", tmp_path / "trace.txt", tmp_path / "release"
 
-    spans: dict[str, dict[str, float]] = {}
-    for line in trace.read_text().splitlines():
-        pid, step, at = line.split()
-        spans.setdefault(pid, {})[step] = float(at)
-    first_span, second_span = sorted(spans.values(), key=lambda s: s["locked"])
-    assert first_span["unlocking"] <= second_span["locked"]  # the second entered only after the first left
-    assert second_span["begin"] < first_span["unlocking"]  # though it had asked while the first held it
+    def writer(seed: int, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "tests.adapters_registry.writer", str(home),
+                                 str(make_fake_adapter(tmp_path / f"a{seed}", seed)), str(seed),
+                                 "--trace", str(trace), *extra], cwd=REPO, env=ENV)
+
+    def steps() -> list[tuple[int, str]]:
+        lines = trace.read_text().splitlines() if trace.exists() else []
+        return [(int(pid), step) for pid, step in (line.split() for line in lines)]
+
+    def wait_for(proc: subprocess.Popen, step: str) -> None:
+        deadline = time.monotonic() + 60
+        while (proc.pid, step) not in steps():
+            assert proc.poll() is None and time.monotonic() < deadline, f"no {step!r} from {proc.pid}: {steps()}"
+            time.sleep(0.05)
+
+    first = writer(1, "--hold-until", str(release))
+    try:
+        wait_for(first, "locked")
+        second = writer(2, "--expect-locked")  # tries the lock once while the first holds it, then waits
+        wait_for(second, "found-locked")
+    finally:
+        release.touch()  # the first may leave only now
+    assert [first.wait(timeout=60), second.wait(timeout=60)] == [0, 0]
+    assert steps() == [(first.pid, "locked"), (second.pid, "found-locked"), (first.pid, "unlocking"),
+                       (second.pid, "locked"), (second.pid, "unlocking")]  # the second entered after the first left
 
     registry = Registry(home)
     history = registry.history()

@@ -17,6 +17,9 @@ import yaml
 from tasks import market_sources
 from tests.flows.readme_processes import (PrefectServer, ServedDeployment, log_tail, readme_serve,  # noqa: F401
                                           readme_server, wait_for)
+# The fake Yahoo of the market-data tests, as a fixture of every flow test (a test module that
+# imported it would redefine it with the parameter of the same name).
+from tests.tasks.test_market_yahoo import fake_yahoo  # noqa: F401
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_DIR = PROJECT_ROOT / "test-artifacts"  # git-ignored; CI keeps it

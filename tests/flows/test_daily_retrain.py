@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from adapters_registry import Registry
+from flows import daily_retrain
 from tasks import evaluation, market_sources, training
+from tasks.config import DEFAULT_UNIVERSE
 from tasks.market_data import PermanentFetchError
 from tests.flows.conftest import FAST_OVERRIDES, file_digests, read_artifact, run_daily
-from tests.tasks.test_market_yahoo import fake_yahoo, yahoo_bars  # noqa: F401  (fixture)
+from tests.tasks.test_market_yahoo import yahoo_bars
+from tests.tinymodel import build_tiny_model
 
 TRADING_DAY = date(2025, 3, 28)  # a Friday session
 NEXT_SESSION = date(2025, 4, 1)  # the next one: 31 March 2025 was an NSE holiday
@@ -156,6 +160,26 @@ def test_dropped_rows_are_warnings_in_the_runs_logs(fast_profile, shared_market,
     assert any(m.startswith("TCS.NS 2019-10-27: dropped row: junk row") for m in warnings), warnings
 
 
+def test_a_new_base_model_is_gated_against_itself_not_the_old_ones_champion(decided_home, promoted, fast_profile,
+                                                                            tiny_model_dir, tmp_path):
+    # Issue 14: the champion's adapter does not fit another base model's layers (other shapes
+    # here), so after a deliberate `--base-model` change every run failed in scoring.
+    other = build_tiny_model(tmp_path / "other-model", seed=1, hidden=32)
+    state = daily(decided_home, fast_profile, as_of=NEXT_SESSION, base_model=str(other), **QUICK)
+    assert state.is_completed(), state.message
+    summary, champion = state.result(), promoted.summary.version
+    assert summary.status in ("promoted", "rejected") and set(summary.losses) == {"base", "candidate"}
+    why = re.escape(f"champion {champion} was trained on base model {tiny_model_dir.resolve()} (weights ") + r"\w+" \
+        + re.escape(f"), the candidate on {other.resolve()} (weights ")
+    assert re.search(why, summary.message) and summary.message.endswith("compared with the base model")
+    data = read_artifact(state.state_details.flow_run_id, "daily-retrain-decision").data
+    assert f"- champion before this run: {champion}, trained on another base model, so the candidate" in data
+    assert any(re.search(why, m) for m in run_logs(state.state_details.flow_run_id))  # a warning
+    registered = Registry(decided_home).get(summary.version)
+    assert registered.manifest.lineage.base_model.identity == str(other.resolve())
+    assert Registry(decided_home).champion().version == (summary.version if summary.status == "promoted" else champion)
+
+
 # --- days without training ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("day, reason", [(date(2019, 10, 28), "NSE holiday"), (date(2026, 11, 24), "NSE holiday"),
@@ -186,6 +210,20 @@ def test_forced_rerun_retrains_and_registers_a_second_version(decided_home, prom
     summary = daily(decided_home, fast_profile, as_of=TRADING_DAY, force=True, **QUICK).result()
     assert summary.status in ("promoted", "rejected") and summary.version != promoted.summary.version
     assert registrations(decided_home, TRADING_DAY) == [promoted.summary.version, summary.version]
+
+
+def test_a_dry_run_trains_scores_and_decides_but_registers_nothing(decided_home, promoted, fast_profile):
+    before = file_digests(decided_home / "registry")
+    state = daily(decided_home, fast_profile, as_of=NEXT_SESSION, dry_run=True, **QUICK)
+    summary = state.result()
+    assert state.is_completed() and summary.status == "dry-run" and summary.version is None
+    assert set(summary.losses) == {"base", "champion", "candidate"} and summary.message.startswith(("promoted",
+                                                                                                   "not promoted"))
+    assert file_digests(decided_home / "registry") == before and summary.champion == promoted.summary.version
+    assert run_dirs(decided_home) == [] and registrations(decided_home, NEXT_SESSION) == []
+    flow_run_id = state.state_details.flow_run_id
+    assert "candidate version: (not registered: dry run)" in read_artifact(flow_run_id, "daily-retrain-decision").data
+    assert read_artifact(flow_run_id, "registered-version") is None
 
 
 # --- faults ------------------------------------------------------------------------------
@@ -222,6 +260,42 @@ def test_permanent_fetch_fault_fails_before_training_and_changes_nothing(decided
     assert store_and_registry(decided_home) == before
     assert trained == [] and run_dirs(decided_home) == []
     assert not (decided_home / "samples" / str(NEXT_SESSION)).exists()
+
+
+def test_the_daily_flow_fetches_at_most_fetch_workers_tickers_at_once(fast_profile, tmp_path, monkeypatch):
+    # Issue 14: every ticker was submitted at once, so market.fetch_workers (kept small for
+    # Yahoo's rate limit) did nothing in the daily flow.
+    profile = yaml.safe_load(fast_profile.read_text())
+    profile["market"]["fetch_workers"] = 2
+    (tmp_path / "two-workers.yaml").write_text(yaml.safe_dump(profile))
+    fetch, seen, fetched = market_sources.SyntheticSource.fetch, {"now": 0, "most": 0}, []
+    changed = threading.Condition()
+
+    def crowded_fetch(self, symbol, start, end):
+        with changed:
+            seen["now"] += 1
+            seen["most"] = max(seen["most"], seen["now"])
+            changed.notify_all()
+            # Held until a third fetch runs beside it (or 2 s pass): a bound that does not hold
+            # then shows, however the threads happen to be scheduled.
+            changed.wait_for(lambda: seen["now"] > 2, timeout=2)
+        try:
+            fetched.append(symbol)
+            return fetch(self, symbol, start, end)
+        finally:
+            with changed:
+                seen["now"] -= 1
+
+    monkeypatch.setattr(market_sources.SyntheticSource, "fetch", crowded_fetch)
+    monkeypatch.setattr(daily_retrain, "build_sample_files", _stop_after_the_fetch)
+    symbols = [t.symbol for t in DEFAULT_UNIVERSE[:6]]
+    state = daily(tmp_path / "home", tmp_path / "two-workers.yaml", as_of=TRADING_DAY, tickers=symbols)
+    assert state.is_failed() and "stopped after the fetch" in state.message
+    assert sorted(fetched) == sorted(symbols) and seen["most"] <= 2
+
+
+def _stop_after_the_fetch(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("stopped after the fetch")
 
 
 def _fail(*args: Any, **kwargs: Any) -> None:

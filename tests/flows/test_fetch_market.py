@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 from prefect.states import Failed
+from prefect.tasks import exponential_backoff
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.fetch_market import format_fetch_report, run_fetch
+from tasks.calendar import resolve_session
 from tasks.config import Config, MarketConfig, TickerSpec
 from tasks.market_data import (BarValidationError, CoverageError, PermanentFetchError, TransientFetchError,
-                               is_transient)
+                               fetch_new_bars, fetch_task, is_transient)
 from tasks.market_store import market_dir
-from tests.tasks.test_market_yahoo import fake_yahoo  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -51,6 +52,19 @@ def test_rate_limited_forever_fails_after_the_retry_budget_and_store_is_unchange
         run_fetch(tmp_path, yahoo_config(retries=2), date(2019, 11, 29))
     assert attempts["TCS.NS"] == 3 and store_bytes(tmp_path) == before
     assert "NOT committed" in format_fetch_report(caught.value.report)
+
+
+def test_the_fetch_retries_are_the_configs_and_nowhere_else(fake_yahoo, attempts, tmp_path):
+    # Issue 14: the task decorator said 4 retries with a 2-4-8-16 s backoff, which only ran when
+    # `fetch_new_bars` was called as it stood; the flows always ran the config's budget instead.
+    cfg = yahoo_config(retries=1)
+    fetch = fetch_task(cfg)
+    assert (fetch.retries, fetch.retry_jitter_factor, fetch.retry_condition_fn) == (1, 0.1, is_transient)
+    assert fetch.retry_delay_seconds == exponential_backoff(backoff_factor=0.001)(1)
+    fake_yahoo.script["TCS.NS"] = [429] * 100
+    with pytest.raises(TransientFetchError, match="429"):  # the plain function: one attempt, no budget of its own
+        fetch_new_bars(tmp_path, cfg, "TCS.NS", resolve_session(date(2019, 11, 29), cfg.market))
+    assert attempts["TCS.NS"] == 1
 
 
 def test_empty_result_for_an_expected_session_is_retried(fake_yahoo, attempts, tmp_path):

@@ -87,6 +87,30 @@ def test_a_grounded_answer_carries_the_groundings_session_and_version(home, capt
     assert answer.grounding.symbols == ("TCS.NS",) and "Friday, 29 November 2019" in answer.grounding.sheet
 
 
+def test_a_grounded_answer_is_the_champions_adapters_and_not_the_base_models(home, tmp_path):
+    """Without a fake model: the champion's answer is what its adapter generates for the grounded
+    prompt, and the base model (the same home rolled back to it) answers that prompt otherwise."""
+    import shutil
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    question, champion = "What did TCS close at?", Registry(home).champion()
+    answer = ask(home, question, today=SESSION, max_new_tokens=8)
+    based = shutil.copytree(home, tmp_path / "home")
+    Registry(based).rollback_to_base("test: the base model answers")
+    from_base = ask(based, question, today=SESSION, max_new_tokens=8)
+    assert (answer.version, from_base.version) == (champion.version, "base")
+    assert answer.grounding.sheet == from_base.grounding.sheet and answer.text != from_base.text
+
+    base_dir = champion.manifest.lineage.base_model.identity
+    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), champion.path).eval()
+    prompt = [{"role": "system", "content": Config().samples.system_prompt},
+              {"role": "user", "content": grounded_prompt(question, answer.grounding)}]
+    assert answer.text == tasks.evaluation.generate_answers(adapter, AutoTokenizer.from_pretrained(base_dir),
+                                                            [prompt], 8)[0]
+
+
 def test_a_grounded_question_is_asked_with_the_system_prompt_and_its_data_sheet(home, captured):
     answer = ask(home, "What did TCS close at?", today=date(2019, 12, 3))
     samples = Config().samples

@@ -14,8 +14,9 @@ from tasks.chat import tokenize_conversation
 from tasks.config import Config, TrainingConfig
 from tasks.evaluation import (ValidationFileError, load_number_accuracy, read_validation, score_candidate,
                               score_models, select_probes)
-from tasks.promotion import ChampionUnavailableError
+from tasks.promotion import ChampionUnavailableError, decide_promotion
 from tests.adapters_registry.fakes import decision, lineage, make_lora_adapter
+from tests.tinymodel import build_tiny_model
 
 SYSTEM = Config().samples.system_prompt
 QA = [
@@ -101,6 +102,27 @@ def test_the_daily_scoring_verifies_and_scores_the_champion_beside_the_candidate
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
     with pytest.raises(ChampionUnavailableError):
         score_candidate.fn(home, config, candidate, sample_set)
+
+
+def test_a_champion_trained_on_another_base_model_is_not_scored_and_the_gate_says_so(tmp_path, tiny_model_dir,
+                                                                                      adapter, val_path):
+    # Issue 14: after a deliberate base-model change the champion's adapter was attached to the
+    # new base. Same shapes here, so peft loads it and the losses would be compared as if comparable.
+    home, config = tmp_path / "home", cfg()
+    old = resolve_base_model(TrainingConfig(base_model=str(tiny_model_dir)), home)
+    fields = lineage(base_identity=old.identity, file_hash=old.file_hash)
+    champion = Registry(home).register(adapter, fields, decision(True, "base"), promote=True)
+    other = build_tiny_model(tmp_path / "other-model", seed=1)  # another folder and other weights
+    new = resolve_base_model(TrainingConfig(base_model=str(other)), home)
+    candidate = SimpleNamespace(adapter_dir=make_lora_adapter(other, tmp_path / "run" / "adapter", seed=4), base=new)
+    sample_set = SimpleNamespace(val_path=val_path, val_hash=hashlib.sha256(val_path.read_bytes()).hexdigest())
+    report = score_candidate.fn(home, config, candidate, sample_set)
+    assert set(report.scores) == {"base", "candidate"} and report.champion_version is None
+    assert report.incomparable_champion == champion.version
+    assert old.identity in report.incomparable_reason and new.identity in report.incomparable_reason
+    gate = decide_promotion(report, 0.0)
+    assert gate.baseline == "base" and gate.reason.endswith(report.incomparable_reason)
+    assert report.incomparable_reason.endswith("so the candidate was compared with the base model")
 
 
 def test_a_4bit_base_scored_dequantised_gives_the_4bit_scores(tiny_model_dir, adapter, val_path, tmp_path):

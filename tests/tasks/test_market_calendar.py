@@ -1,7 +1,7 @@
 """The NSE session calendar: non-sessions are reported with a reason, the horizon warns."""
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 
@@ -46,13 +46,18 @@ def test_naive_now_is_read_as_india_time():
 
 
 def test_date_beyond_the_calendar_warns_and_assumes_weekdays():
-    assert calendar_bounds()[1] == date(2026, 12, 31)
+    # Whatever horizon the installed exchange_calendars records: the second Monday after it, so
+    # the Friday before is beyond it too.
+    horizon = calendar_bounds()[1]
+    monday = horizon + timedelta(days=7 - horizon.weekday() + 7)
+    friday, sunday, now = monday - timedelta(days=3), monday - timedelta(days=1), datetime.combine(
+        monday + timedelta(days=1), datetime.min.time(), tzinfo=IST)
     with pytest.warns(CalendarHorizonWarning, match="assuming Monday-Friday"):
-        monday = resolve_session(date(2027, 1, 4), MARKET, now=datetime(2027, 1, 5, tzinfo=IST))
+        on_monday = resolve_session(monday, MARKET, now=now)
     with pytest.warns(CalendarHorizonWarning):
-        sunday = resolve_session(date(2027, 1, 3), MARKET, now=datetime(2027, 1, 5, tzinfo=IST))
-    assert (monday.is_session, monday.session, monday.beyond_calendar) == (True, date(2027, 1, 4), True)
-    assert (sunday.is_session, sunday.session, sunday.reason) == (False, date(2027, 1, 1), "Sunday")
+        on_sunday = resolve_session(sunday, MARKET, now=now)
+    assert (on_monday.is_session, on_monday.session, on_monday.beyond_calendar) == (True, monday, True)
+    assert (on_sunday.is_session, on_sunday.session, on_sunday.reason) == (False, friday, "Sunday")
 
 
 def test_date_before_the_calendar_warns_and_assumes_weekdays():

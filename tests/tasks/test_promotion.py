@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
@@ -201,3 +202,17 @@ def test_register_candidate_refuses_a_decision_against_a_superseded_champion(tmp
     register_candidate.fn(home, cfg, *run_of(tmp_path, 1), scores, decide_promotion(scores, MIN_DELTA))
     with pytest.raises(ChampionChangedError):  # scored before the first promotion landed
         register_candidate.fn(home, cfg, *run_of(tmp_path, 2), scores, decide_promotion(scores, MIN_DELTA))
+
+
+def test_a_candidate_gated_against_the_base_replaces_a_champion_of_another_base_model(tmp_path):
+    """A deliberate base-model change must not wedge the gate: the candidate is judged against
+    its own base model and, when promoted, replaces the champion of the old one."""
+    home, cfg = tmp_path / "home", Config()
+    scores = report(1.0, base=1.5)
+    first = register_candidate.fn(home, cfg, *run_of(tmp_path, 1), scores, decide_promotion(scores, MIN_DELTA))
+    why = f"champion {first.version} was trained on another base model"
+    scores = replace(report(1.0, base=1.5), incomparable_champion=first.version, incomparable_reason=why)
+    d = decide_promotion(scores, MIN_DELTA)
+    assert d.promote and d.baseline == "base" and d.reason.endswith(why)
+    second = register_candidate.fn(home, cfg, *run_of(tmp_path, 2), scores, d)
+    assert Registry(home).champion().version == second.version and second.manifest.parent == first.version

@@ -325,12 +325,6 @@ def test_assistant_only_mask_covers_exactly_the_answer_in_the_chat_template(buil
         assert [m["role"] for m in sample["messages"]] == ["system", "user", "assistant"]
 
 
-def test_no_hand_rolled_instruction_format(built):
-    for sample in built[0] + built[1]:
-        text = "".join(m["content"] for m in sample["messages"])
-        assert "###" not in text and "### Instruction" not in text
-
-
 @pytest.mark.slow
 def test_every_conversation_fits_the_max_length_of_the_cpu_and_gpu_profiles(built):
     # The real SmolLM2 tokenizer (loaded from the embedded GGUF, ~10 s): the tiny test tokenizer's

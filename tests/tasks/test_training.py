@@ -145,6 +145,30 @@ def test_early_stopping_ends_training_when_validation_stops_improving(tmp_path, 
     assert cand.best_eval_loss == min(e["eval_loss"] for e in record["eval_losses"][1:])
 
 
+def test_the_saved_adapter_is_the_best_checkpoints_not_the_last_steps(tmp_path, tiny_model_dir):
+    """load_best_model_at_end: after early stopping the adapter written is the one of the best
+    evaluation, not the one training ended with."""
+    from peft import get_peft_model_state_dict
+    from transformers import TrainerCallback
+
+    at_eval: dict[int, dict[str, torch.Tensor]] = {}
+
+    class AdapterAtEachEvaluation(TrainerCallback):
+        def on_evaluate(self, args, state, control, model=None, **kwargs):
+            at_eval[state.global_step] = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+    samples = write_samples(tmp_path / "samples", val_random=True)
+    cfg = tiny_config(tiny_model_dir, max_steps=60, eval_steps=2, early_stopping_patience=2,
+                      learning_rate=2e-2, logging_steps=2)
+    cand = train_adapter(tmp_path / "home", cfg, samples, progress=False, callbacks=[AdapterAtEachEvaluation()])
+    last = json.loads(cand.training_json.read_text())["steps_trained"]
+    assert cand.best_step < last and set(at_eval) >= {cand.best_step, last}
+    saved = lora_tensors(cand.adapter_dir)
+    assert set(saved) == set(at_eval[last])
+    assert all(torch.equal(saved[k], at_eval[cand.best_step][k]) for k in saved)
+    assert not all(torch.equal(saved[k], at_eval[last][k]) for k in saved)
+
+
 def test_non_finite_loss_stops_training_and_leaves_no_run_dir(tmp_path, tiny_model_dir):
     samples = write_samples(tmp_path / "samples")
     cfg = tiny_config(tiny_model_dir, learning_rate=1e30, max_steps=8, logging_steps=1)

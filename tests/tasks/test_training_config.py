@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
+from pydantic import ValidationError
 
 from tasks.base_model import build_bnb_config
 from tasks.config import PROFILES_DIR, Config, load_config
@@ -83,6 +84,23 @@ def test_a_recorded_config_with_removed_fields_still_loads_with_new_defaults():
     assert not hasattr(cfg.samples, "val_recent_sessions")
     assert cfg.gate.max_accuracy_drop == Config().gate.max_accuracy_drop
     assert cfg.samples.closed_book_system_prompt == Config().samples.closed_book_system_prompt
+
+
+def test_fused_lora_with_lora_dropout_is_refused_naming_both_keys():
+    # Dropout on the LoRA path is not fused: the layers kept peft's forward while the log said "fused".
+    with pytest.raises(ValidationError, match=r"training\.fused_lora.*training\.lora_dropout 0\.05"):
+        load_config("cpu", {"training.fused_lora": True})  # the cpu profile's lora_dropout is 0.05
+    assert load_config("cpu", {"training.fused_lora": True, "training.lora_dropout": 0.0}).training.fused_lora
+
+
+def test_a_recorded_config_with_fused_lora_and_dropout_loads_as_what_ran():
+    """A manifest written before the check above stays askable: its layers were never fused."""
+    from tasks.config import recorded_config
+
+    old = Config().model_dump(mode="json")
+    old["training"].update(fused_lora=True, lora_dropout=0.05)
+    training = recorded_config(old).training
+    assert (training.fused_lora, training.lora_dropout) == (False, 0.05)
 
 
 def test_a_ticker_alias_in_the_config_is_kept():

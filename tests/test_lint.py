@@ -1,0 +1,21 @@
+"""The code passes `ruff check .` with the rules pyproject.toml selects (pyflakes' checks and
+syntax errors), so `make test` (and CI, which runs it) fails on an undefined name or an unused
+import like on any other failing test."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ruff_check_passes():
+    if importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff is not installed (it comes with the test extra: pip install -e '.[test]')")
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
