@@ -145,6 +145,25 @@ def _device(model: Any) -> Any:
     return next(model.parameters()).device
 
 
+def _scored_logits(model: Any, ids: Any, attention: Any, target: Any) -> Any:
+    """The logits of the positions `target` marks ([rows, width - 1]: position t predicts token
+    t + 1): the decoder's last hidden states at those positions through the output layer, not
+    [rows x width x vocab] logits of which the answer tokens are a fifth (a 49k vocabulary is a
+    fifth of a 135M model's work per token, and its logits the largest tensor of a forward pass).
+    Models whose head does more than one linear layer (logit soft-capping or scaling) take the
+    whole forward pass."""
+    config = getattr(model, "config", None)
+    plain_head = not (getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None))
+    decoder = model.get_decoder() if plain_head and hasattr(model, "get_decoder") else None
+    head = model.get_output_embeddings() if decoder is not None else None
+    if decoder is None or head is None:
+        return model(input_ids=ids, attention_mask=attention).logits[:, :-1][target]
+    hidden = getattr(decoder(input_ids=ids, attention_mask=attention), "last_hidden_state", None)
+    if hidden is None:  # get_decoder() gave a model with a head of its own
+        return model(input_ids=ids, attention_mask=attention).logits[:, :-1][target]
+    return head(hidden[:, :-1][target])
+
+
 def _summed_loss(model: Any, encoded: list[dict[str, list[int]]], batch_size: int, pad_id: int) -> tuple[float, int]:
     """Sum of assistant-token cross-entropies and their count, in length-sorted right-padded
     no-grad batches; logits of the scored positions are taken in float32."""
@@ -166,9 +185,8 @@ def _summed_loss(model: Any, encoded: list[dict[str, list[int]]], batch_size: in
                 attention[j, :n] = 1
                 mask[j, :n] = torch.tensor(row["completion_mask"], dtype=torch.bool)
             device = _device(model)
-            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
             target = mask[:, 1:].to(device)  # token t is predicted at position t-1
-            scored = logits[:, :-1][target].float()
+            scored = _scored_logits(model, ids.to(device), attention.to(device), target).float()
             labels = ids[:, 1:].to(device)[target]
             total += F.cross_entropy(scored, labels, reduction="sum").double().item()
             count += int(target.sum())

@@ -167,21 +167,39 @@ def test_probes_run_on_merged_weights_and_the_base_comes_back_bit_for_bit(tiny_m
     assert torch.equal(after, unmerged)
 
 
-def test_the_loss_is_the_token_weighted_mean_over_assistant_tokens(base, val_path):
+def _reference_loss(model, tokenizer, val_path) -> tuple[float, int]:
+    """The mean assistant-token loss from whole forward passes (every position's logits), one
+    conversation at a time, no padding."""
     import torch
     import torch.nn.functional as F
 
-    model, tokenizer = base
-    report = score_models(model, tokenizer, {}, val_path, cfg(batch_size=4))
     total, count = 0.0, 0
-    for record in read_validation(val_path):  # one conversation at a time, no padding
+    for record in read_validation(val_path):
         row = tokenize_conversation(tokenizer, record["messages"], 384)
         ids, mask = torch.tensor([row["input_ids"]]), torch.tensor(row["completion_mask"], dtype=torch.bool)
         with torch.no_grad():
             logits = model(input_ids=ids).logits[0, :-1].float()
         total += F.cross_entropy(logits[mask[1:]], ids[0, 1:][mask[1:]], reduction="sum").item()
         count += int(mask[1:].sum())
-    assert report.n_tokens == count and report.scores["base"].loss == pytest.approx(total / count, abs=1e-5)
+    return total / count, count
+
+
+def test_the_loss_is_the_token_weighted_mean_over_assistant_tokens(base, adapter, val_path):
+    """Scoring computes the output layer on the answer positions only; the loss is the one whole
+    forward passes give, for the base model and through an adapter's LoRA layers."""
+    from peft import PeftModel
+
+    model, tokenizer = base
+    report = score_models(model, tokenizer, {"candidate": adapter}, val_path, cfg(batch_size=4))
+    loss, count = _reference_loss(model, tokenizer, val_path)
+    assert report.n_tokens == count and report.scores["base"].loss == pytest.approx(loss, abs=1e-5)
+    peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False).eval()
+    try:
+        with_adapter, _ = _reference_loss(peft_model, tokenizer, val_path)
+    finally:
+        peft_model.unload()
+    assert with_adapter != pytest.approx(loss, abs=1e-4)  # the adapter changes the loss measured
+    assert report.scores["candidate"].loss == pytest.approx(with_adapter, abs=1e-5)
 
 
 def test_scoring_leaves_the_base_model_as_it_was(base, adapter, val_path):
