@@ -99,8 +99,12 @@ def create_app(models: ServedModels, token: str | None = None) -> FastAPI:
     def http_error(request: Request, exc: HTTPException) -> JSONResponse:  # unknown path, wrong method
         return JSONResponse(error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code)
 
+    @app.exception_handler(Exception)
+    def server_error(request: Request, exc: Exception) -> JSONResponse:  # logged by uvicorn with its traceback
+        return JSONResponse(error_body(f"{type(exc).__name__}: {exc}", "server_error"), status_code=500)
+
     @app.get("/health")
-    def health() -> dict:
+    async def health() -> dict:  # async: answered on the event loop even when every worker thread waits
         return models.health()
 
     @app.get("/v1/models")
@@ -140,6 +144,8 @@ def run_api(home: Path, *, host: str, port: int, token: str | None, poll_seconds
     """Load the champion, then serve until interrupted (the token is never printed or logged)."""
     import uvicorn
 
+    import tasks.evaluation  # noqa: F401  imports Prefect, whose logging setup reconfigures uvicorn's loggers (the
+    # access log went silent at the first answer): done before uvicorn.run applies its own configuration
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("tasks.answering").addHandler(handler)
