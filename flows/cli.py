@@ -7,6 +7,7 @@
     niftytune backfill --from 2019-11-25 --to 2019-11-29 --source csv --csv-dir DIR
     niftytune registry promoted --home var/demo            # query the registry
     niftytune ask "How did NIFTY 50 close?" --home var/demo
+    niftytune api --home var/demo                          # OpenAI-compatible answer API on :8000
     niftytune server / niftytune serve                     # local Prefect UI / scheduled deployment
 
 Every subcommand takes `--home DIR` (default `$NIFTYTUNE_HOME`, else `./var`). Parsing and
@@ -197,6 +198,23 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    home = _home(args)
+    from tasks.answering.api import TOKEN_ENV, is_loopback, run_api
+    from tasks.preflight import UserError
+
+    token = os.environ.get(TOKEN_ENV) or None
+    if not token and not is_loopback(args.host):
+        if not args.allow_no_token:
+            raise UserError(f"--host {args.host} is reachable from other machines: set {TOKEN_ENV} (clients then "
+                            f"send `Authorization: Bearer <token>`), or pass --allow-no-token to serve without one")
+        print(f"WARNING: niftytune api answers anyone who can reach {args.host}:{args.port}: no {TOKEN_ENV} is set",
+              file=sys.stderr)
+    run_api(home, host=args.host, port=args.port, token=token, poll_seconds=args.poll_seconds,
+            max_batch=args.max_batch)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     _config(args)  # a bad flag, profile or date fails here, before Prefect starts
     home = _home(args)
@@ -335,6 +353,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=320,
                    help="answer length limit in tokens (default 320: answers end at the end of their turn, and "
                         "the longest the samples teach, market summaries, run to ~220)")
+    p = add("api", cmd_api, "serve the champion behind an OpenAI-compatible answer API",
+            "Serve the champion (model `niftytune-champion`) and every registered version that verifies (by id) "
+            "at /v1/models and /v1/chat/completions, streaming or not: the last user message is answered grounded, "
+            "as `ask` answers it, and the body and the X-Niftytune-Version / X-Niftytune-Session headers say which "
+            "version answered and which session its figures come from. A promotion or rollback is followed without "
+            "a restart; a version that fails verification is never served (GET /health says why). With "
+            "NIFTYTUNE_API_TOKEN set, /v1 requests need `Authorization: Bearer <token>`.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="bind address (default 127.0.0.1: this machine only; another address needs "
+                        "NIFTYTUNE_API_TOKEN or --allow-no-token)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--allow-no-token", action="store_true",
+                   help="serve a non-loopback --host without NIFTYTUNE_API_TOKEN (anyone who reaches it may ask)")
+    p.add_argument("--poll-seconds", type=float, default=2.0,
+                   help="how often champion.json is read to follow promotions and rollbacks (default 2)")
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="most questions answered in one batch when they wait together (default 8; 1: one at a time)")
     p = add("serve", cmd_serve, "serve the daily-retrain deployment on its schedule",
             "Serve the daily-retrain deployment from this process: scheduled Monday to Friday "
             "after the NSE close, one run at a time, startable from the Prefect UI. Needs a "

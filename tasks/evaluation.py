@@ -227,8 +227,9 @@ def merged_adapter(model: Any) -> Iterator[bool]:
 
 
 def generate_answers(model: Any, tokenizer: Any, conversations: list[list[Message]], max_new_tokens: int,
-                     batch_size: int = 8) -> list[str]:
-    """Greedy answers to (system, user) conversations through the chat template."""
+                     batch_size: int = 8, **generate_options: Any) -> list[str]:
+    """Greedy answers to (system, user) conversations through the chat template.
+    `generate_options` go to `model.generate` (the answer API passes a streamer, one conversation)."""
     import torch
 
     prompts = [render_prompt(tokenizer, c) for c in conversations]
@@ -242,7 +243,8 @@ def generate_answers(model: Any, tokenizer: Any, conversations: list[list[Messag
                               return_tensors="pt").to(_device(model))
             with torch.no_grad(), _attention_without_cudnn():
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                     **generate_options)
             texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
             for i, text in zip(chosen, texts):
                 answers[i] = text.strip()

@@ -71,12 +71,14 @@ BASE = "base"
 registry was rolled back to the base)."""
 
 
-def _base_config(home: Path) -> Config:
-    """With no champion: the newest registered version's config (its universe and prompts), else
-    the default profile's."""
+def config_for(home: Path, info: Any) -> Config:
+    """The config a version answers with (its recorded one: universe and prompts); with no
+    version (the base model answers), the newest registered version's, else the default profile's."""
     from adapters_registry import Registry
     from tasks.config import load_config
 
+    if info is not None:
+        return recorded_config(info.manifest.lineage.config)
     versions = Registry(home).list()
     if not versions:
         return load_config()
@@ -96,7 +98,8 @@ def _check_verified(home: Path, version: str) -> None:
         raise RegistryIntegrityError(f"refusing to answer with {version}: " + "; ".join(problems))
 
 
-def _load_base(home: Path, cfg: Config) -> tuple[Any, Any]:
+def load_base_model(home: Path, cfg: Config) -> tuple[Any, Any]:
+    """The base model and tokenizer `cfg` names, ready to answer (no adapter)."""
     from tasks.base_model import load_base, resolve_base_model
 
     return load_base(resolve_base_model(cfg.training, home), cfg.training, for_training=False)
@@ -111,7 +114,7 @@ def ask(home: str | Path, question: str, version: str | None = None, *, closed_b
 
     home = Path(home)
     info = loaded[2] if loaded else (Registry(home).get(version) if version else Registry(home).champion())
-    cfg = recorded_config(info.manifest.lineage.config) if info else _base_config(home)
+    cfg = config_for(home, info)
     view = None if closed_book else market_view(home, cfg)
     messages, grounding = prompt_for(question, cfg, view, today or today_in_kolkata())
     name = info.version if info else BASE
@@ -120,7 +123,7 @@ def ask(home: str | Path, question: str, version: str | None = None, *, closed_b
             _check_verified(home, info.version)
         return Answer(grounding.refusal, name, grounding)
     if info is None:
-        model, tokenizer = _load_base(home, cfg)
+        model, tokenizer = load_base_model(home, cfg)
     else:
         model, tokenizer, info = loaded or load_promoted(home, info.version)
     from tasks.evaluation import generate_answers

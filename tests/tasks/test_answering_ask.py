@@ -12,27 +12,16 @@ import tasks.evaluation
 from adapters_registry import Registry
 from tasks.answering import ask
 from tasks.answering.ground import grounded_prompt
-from tasks.base_model import hash_weight_files
 from tasks.config import Config
-from tasks.market_store import bars_path, write_bars
-from tests.adapters_registry.fakes import decision, lineage, make_lora_adapter
-from tests.tasks.test_samples_real import read_recorded_bars
 
 SESSION = date(2019, 11, 29)  # a Friday
 PRICE_LIKE = re.compile(r"₹|\d\.\d")
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, tiny_model_dir, shared_market):
-    """A home with a promoted tiny adapter (default config) and TCS's recorded bars to SESSION."""
-    home = tmp_path_factory.mktemp("home")
-    adapter = make_lora_adapter(tiny_model_dir, tmp_path_factory.mktemp("run") / "adapter", seed=3)
-    fields = lineage(base_identity=str(tiny_model_dir), file_hash=hash_weight_files(tiny_model_dir))
-    Registry(home).register(adapter, fields, decision(True, "base"), promote=True)
-    frame = read_recorded_bars(shared_market / "TCS.NS.csv")
-    bars_path(home, "TCS.NS").parent.mkdir(parents=True, exist_ok=True)
-    write_bars(bars_path(home, "TCS.NS"), frame.loc[:"2019-11-29"].iloc[-300:], {}, "TCS.NS")
-    return home
+def home(answering_home):
+    """A home with a promoted tiny adapter and TCS's recorded bars to SESSION (tests/tasks/conftest.py)."""
+    return answering_home
 
 
 @pytest.fixture
