@@ -134,6 +134,10 @@ def classify_yahoo_error(symbol: str, err: Exception) -> FetchError:
     network = type(err).__module__.startswith(("curl_cffi", "requests"))  # their connection/timeout errors
     if network or isinstance(err, OSError):
         return TransientFetchError(symbol, f"Yahoo Finance unreachable ({type(err).__name__}: {network_message(err)})")
+    if type(err).__name__ == "OperationalError" and "locked" in str(err):
+        # yfinance's sqlite caches (timezones, cookies; sqlite3's or peewee's error), opened by
+        # several fetch threads at once on a first run: another attempt finds them free
+        return TransientFetchError(symbol, f"yfinance's cache was busy ({type(err).__name__}: {err})")
     if isinstance(err, (json.JSONDecodeError, yfe.YFDataException)):
         return TransientFetchError(symbol, f"{type(err).__name__}: {err}")
     return PermanentFetchError(symbol, f"unexpected {type(err).__name__} from yfinance: {err}")

@@ -175,6 +175,28 @@ def test_no_network_is_a_transient_fault_that_reads_the_same_for_every_ticker(mo
     assert " ms" not in reason and "curl.se" not in reason
 
 
+def test_a_locked_yfinance_cache_is_a_transient_fault(monkeypatch, tmp_path):
+    """yfinance's sqlite caches, opened by several fetch threads at once on a fresh home, can raise
+    'database is locked' (seen in a fresh-clone CI run: the ticker failed the whole day as a
+    permanent fault); another attempt finds them free."""
+    import sqlite3
+
+    import peewee
+
+    class LockedCache(curl_requests.Session):
+        def request(self, method, url, params=None, **kwargs):  # noqa: ANN001 (curl_cffi's signature)
+            raise error
+
+    monkeypatch.setattr(market_sources, "yahoo_session", lambda: LockedCache())
+    monkeypatch.setattr(market_sources, "_yf_cache_dir", [tmp_path])
+    for error in (sqlite3.OperationalError("database is locked"), peewee.OperationalError("database is locked")):
+        with pytest.raises(TransientFetchError, match="yfinance's cache was busy .*database is locked"):
+            YahooSource(adjusted=False).fetch("^NSEI", date(2019, 11, 20), date(2019, 11, 29))
+    with pytest.raises(PermanentFetchError, match="unexpected OperationalError"):  # not every OperationalError
+        error = sqlite3.OperationalError("no such table: _kv")
+        YahooSource(adjusted=False).fetch("^NSEI", date(2019, 11, 20), date(2019, 11, 29))
+
+
 def test_unknown_ticker_is_a_permanent_fault(fake_yahoo):
     with pytest.raises(PermanentFetchError, match="NOPE.NS"):
         YahooSource(adjusted=False).fetch("NOPE.NS", date(2019, 11, 20), date(2019, 11, 29))
