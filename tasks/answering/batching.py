@@ -7,9 +7,10 @@ length limit are answered by one `tasks.evaluation.generate_answers` call.
     queue.stop()                                                  # answers what is queued, then ends
 
 Nothing waits for a batch to fill: a question that finds the model idle is answered at once, and
-those that arrive while it generates are taken together next. On this project's 2-core CPU eight
-grounded questions took 53 s in one batch against 208 s one by one (docs/PERFORMANCE.md, "Answer
-API"). A streamed answer is generated alone (a streamer follows one sequence).
+those that arrive while it generates are taken together next. Whether it pays is not yet decided:
+on the loaded 2-core CPU the measurements disagreed (docs/PERFORMANCE.md, "Answer API"), and the
+GPU row is still to be measured. A streamed answer is generated alone (a streamer follows one
+sequence).
 """
 from __future__ import annotations
 
