@@ -43,16 +43,16 @@ def _load_local_folder(folder: Path) -> tuple[Any, Any]:
 
 def _load_base_for(manifest: Manifest, home: Path) -> tuple[Any, Any]:
     """The base model (and its tokenizer) a manifest names, checked against the recorded
-    identity: through tasks.base_model (embedded, hub, local), else a local folder directly."""
+    identity: through tasks.training.base_model (embedded, hub, local), else a local folder directly."""
     recorded = manifest.lineage.base_model
     try:
-        from tasks import base_model
+        from tasks.training import base_model
         from tasks.config import TrainingConfig
     except ImportError:
         folder = Path(recorded.identity).expanduser()
         if not folder.is_dir():
             raise BaseModelMismatchError(f"{manifest.version}: base model {recorded.identity!r} is not a local "
-                                         f"folder and tasks.base_model is not importable to resolve it") from None
+                                         f"folder and tasks.training.base_model is not importable to resolve it") from None
         return _load_local_folder(folder)
     training = TrainingConfig.model_validate(manifest.lineage.config.get("training", {}))
     training = training.model_copy(update={"base_model": recorded.identity,
@@ -84,7 +84,7 @@ def load_promoted(home: str | Path, version: str | None = None) -> tuple[Any, An
     if not (info.path / ADAPTER_WEIGHTS).is_file():
         raise RegistryIntegrityError(f"{info.path}: no {ADAPTER_WEIGHTS} (only safetensors are loaded)")
     model, _ = _load_base_for(info.manifest, Path(home))
-    from peft import PeftModel  # after the base: tasks.base_model quiets what importing peft logs
+    from peft import PeftModel  # after the base: tasks.training.base_model quiets what importing peft logs
     from transformers import AutoTokenizer
 
     # The tokenizer saved with the adapter is the one training used (chat template included).

@@ -9,10 +9,10 @@ questions the model never trained on. Prints a table; figures go to docs/QUALITY
     #    recipe variants beside the profile: --variant NAME=dotted.key=value;dotted.key=value
 
 For each replayed session (2019-11-29 indices and stocks, 2020-03-23 the crash, 2020-06-19) the
-project's own path runs: samples from the store (tasks.samples.build_samples), a fresh adapter
-(tasks.training.train_adapter), and scoring of base, champion (the previous session's adapter) and
+project's own path runs: samples from the store (tasks.samples.build.build_samples), a fresh adapter
+(tasks.training.train.train_adapter), and scoring of base, champion (the previous session's adapter) and
 candidate on the session's validation file with every held-out question as a probe
-(tasks.evaluation.score_models): that is the day's time. Then the base and the candidate answer the
+(tasks.evaluation.score.score_models): that is the day's time. Then the base and the candidate answer the
 hand-written set (benchmarks/questions/handwritten.jsonl, never trained on), grounded as `ask` does
 and closed-book; numbers are matched in any order (the wording fixes none). Refusals (a ticker or a
 session the store does not hold) must come without a model call.
@@ -99,7 +99,7 @@ def handwritten_prompts(home: Path, cfg: Any, session: str, limit: int | None = 
 
 
 def _share(answers: list[str], truths: list[list[dict]], cfg: Any) -> dict[str, Any]:
-    from tasks.evaluation import load_number_accuracy
+    from tasks.evaluation.score import load_number_accuracy
 
     ev = cfg.evaluation
     r = load_number_accuracy().compute(predictions=answers, references=truths, ordered=False,
@@ -109,7 +109,7 @@ def _share(answers: list[str], truths: list[list[dict]], cfg: Any) -> dict[str, 
 
 def score_handwritten(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     """Accuracy of `model` on the hand-written set, grounded (refused questions score 0) and closed-book."""
-    from tasks.evaluation import generate_answers
+    from tasks.evaluation.score import generate_answers
 
     answerable = [r for r in rows if not r["refusal_expected"]]
     asked = [r for r in answerable if not r["refused"]]
@@ -134,9 +134,9 @@ def _refusals(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 def _day(home: Path, cfg: Any, session: str, champion: Path | None) -> dict[str, Any]:
     """One replayed day through the project's path: samples, training, scoring of all models."""
-    from tasks.evaluation import load_for_scoring, score_models
-    from tasks.samples import build_samples
-    from tasks.training import train_adapter
+    from tasks.evaluation.score import load_for_scoring, score_models
+    from tasks.samples.build import build_samples
+    from tasks.training.train import train_adapter
 
     t0 = time.perf_counter()
     sample_set = build_samples(home, cfg, date.fromisoformat(session))
@@ -166,7 +166,7 @@ def run_session(work: Path, bench: Path, profile: str, overrides: dict[str, Any]
                 champion: Path | None, limit: int | None = None) -> dict[str, Any]:
     from peft import PeftModel
 
-    from tasks.evaluation import merged_adapter
+    from tasks.evaluation.score import merged_adapter
 
     home = work / session
     shutil.rmtree(home, ignore_errors=True)
@@ -218,7 +218,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
 def warm_base_model(work: Path, profile: str) -> None:
     """Convert the embedded GGUF once (into work/cache, which every session's home links to) before
     the first day, as a machine that ran yesterday has it."""
-    from tasks.base_model import resolve_base_model
+    from tasks.training.base_model import resolve_base_model
     from tasks.config import load_config
 
     work.mkdir(parents=True, exist_ok=True)

@@ -28,10 +28,10 @@ def _cprofiled(fn: Any, out: str, title: str, lines: int) -> Any:
 
 
 def profile_setup(out: str, row: str) -> None:
-    """cProfile `tasks.training._build_trainer` (the trainer's setup) and the first evaluation into `out`."""
+    """cProfile `tasks.training.train._build_trainer` (the trainer's setup) and the first evaluation into `out`."""
     from transformers import Trainer
 
-    import tasks.training as training
+    import tasks.training.train as training
 
     training._build_trainer = _cprofiled(training._build_trainer, out, f"{row}: trainer setup", 35)
     evaluate = Trainer.evaluate
@@ -65,11 +65,11 @@ def genprof(bench: Path, work: Path, shape: str, out: Path | None) -> dict:
     import torch
     from peft import get_peft_model
 
-    from tasks.base_model import dequantize_for_scoring, load_base, resolve_base_model
+    from tasks.training.base_model import dequantize_for_scoring, load_base, resolve_base_model
     from tasks.config import load_config
-    from tasks.evaluation import generate_answers, merged_adapter, read_validation, select_probes
-    from tasks.fused_lora import fuse_lora_layers
-    from tasks.training import build_lora_config
+    from tasks.evaluation.score import generate_answers, merged_adapter, read_validation, select_probes
+    from tasks.training.fused_lora import fuse_lora_layers
+    from tasks.training.train import build_lora_config
 
     from benchmarks.train_throughput import build_random_model
 
@@ -126,10 +126,10 @@ def packcheck(bench: Path, work: Path, shape: str, n: int = 48,
     import torch.nn.functional as F
     from peft import get_peft_model
 
-    from tasks.base_model import load_base, load_tokenizer, resolve_base_model
+    from tasks.training.base_model import load_base, load_tokenizer, resolve_base_model
     from tasks.config import load_config
-    from tasks.fused_lora import fuse_lora_layers
-    from tasks.training import build_lora_config, tokenize_samples
+    from tasks.training.fused_lora import fuse_lora_layers
+    from tasks.training.train import build_lora_config, tokenize_samples
 
     from benchmarks.train_throughput import build_random_model
 
@@ -194,10 +194,10 @@ def attnbench(conversations: int = 32, seed: int = 0, iters: int = 20) -> dict:
     """Attention alone on one packed row of TinyLlama's attention shape (32 query / 4 KV heads of
     64): forward + backward time and error against float32 per-conversation SDPA, for flex
     attention (compiled, block mask) and the varlen flash kernel in the layouts
-    `tasks.varlen_attention` could hand it."""
+    `tasks.training.varlen_attention` could hand it."""
     import torch
 
-    from tasks import varlen_attention
+    from tasks.training import varlen_attention
 
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(100, 341, (conversations,), generator=gen).tolist()

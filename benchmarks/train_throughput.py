@@ -94,7 +94,7 @@ def prepare(out: Path, n_train: int, n_val: int) -> None:
     """Tokenizer files from the embedded GGUF and a synthetic-market sample set into `out`."""
     import shutil
 
-    from tasks.base_model import ensure_embedded_base
+    from tasks.training.base_model import ensure_embedded_base
     from tasks.config import load_config
 
     home = out / "home"
@@ -220,14 +220,14 @@ class StepClock:
 
 
 def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_cap_gib: float | None) -> dict:
-    """Train (and score) one configuration through tasks.training.train_adapter."""
+    """Train (and score) one configuration through tasks.training.train.train_adapter."""
     import torch
 
-    import tasks.evaluation as evaluation
+    import tasks.evaluation.score as evaluation
     from tasks.config import load_config
-    from tasks.evaluation import score_models
-    from tasks.samples import SampleSet
-    from tasks.training import train_adapter
+    from tasks.evaluation.score import score_models
+    from tasks.samples.build import SampleSet
+    from tasks.training.train import train_adapter
 
     shape, _, spec = row.partition(":")
     profile, *variants = spec.split("+")
@@ -247,7 +247,7 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
             yield merged
         scoring_parts["probe_calls"].append((merged, round(scoring_parts["probes_s"] - before, 2)))
     evaluation.merged_adapter = recorded_merge
-    import tasks.training as training  # where train_adapter's wall time goes, phases or not
+    import tasks.training.train as training  # where train_adapter's wall time goes, phases or not
     train_parts = {name: 0.0 for name in ("_train", "check_training_extras", "_training_record", "_write_json")}
     for name in train_parts:
         setattr(training, name, timed(getattr(training, name), train_parts, name))
@@ -407,7 +407,7 @@ def synthetic_samples(home: Path, cfg: Any) -> Any:
     """The synthetic market fetched into `home` and the sample set `cfg` builds from it, as of
     BENCH_AS_OF."""
     from flows.fetch_market import run_fetch
-    from tasks.samples import build_samples
+    from tasks.samples.build import build_samples
 
     run_fetch(home, cfg, BENCH_AS_OF)
     return build_samples(home, cfg, BENCH_AS_OF)
@@ -419,7 +419,7 @@ def run_cpu(args: argparse.Namespace) -> dict:
     import shutil
 
     from tasks.config import load_config
-    from tasks.training import train_adapter
+    from tasks.training.train import train_adapter
 
     home = args.work / "home-cpu"
     shutil.rmtree(home, ignore_errors=True)

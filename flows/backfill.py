@@ -13,7 +13,7 @@ from datetime import date
 from prefect import flow
 
 from flows.daily_retrain import RetrainParameters, daily_retrain
-from tasks.calendar import sessions_between
+from tasks.market.calendar import sessions_between
 from tasks.reporting import RunSummary
 
 

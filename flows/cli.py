@@ -124,7 +124,7 @@ def _flow_logs(args: argparse.Namespace) -> None:
 
 
 def _as_of(args: argparse.Namespace) -> date:
-    from tasks.market_data import today_in_kolkata
+    from tasks.market.data import today_in_kolkata
 
     return args.as_of or today_in_kolkata()
 
@@ -136,7 +136,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     home = _home(args)
     _flow_logs(args)
     from flows.fetch_market import format_fetch_report, run_fetch
-    from tasks.market_data import CoverageError
+    from tasks.market.data import CoverageError
     from tasks.preflight import writing
 
     try:
@@ -152,9 +152,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_samples(args: argparse.Namespace) -> int:
     cfg = _config(args)  # a bad flag or profile fails before anything is created
     home = _home(args)
-    from tasks.base_model import load_tokenizer, resolve_base_model
+    from tasks.training.base_model import load_tokenizer, resolve_base_model
     from tasks.preflight import writing
-    from tasks.samples import build_samples, format_sample_report
+    from tasks.samples.build import build_samples, format_sample_report
 
     with writing(home, prefect=False):
         sample_set = build_samples(home, cfg, _as_of(args))
@@ -167,8 +167,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)  # a bad flag or profile fails before anything is created
     home = _home(args)
     from tasks.preflight import writing
-    from tasks.samples import build_samples
-    from tasks.training import format_candidate, train_adapter
+    from tasks.samples.build import build_samples
+    from tasks.training.train import format_candidate, train_adapter
 
     with writing(home, prefect=False):
         sample_set = build_samples(home, cfg, _as_of(args))
@@ -180,7 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_ask(args: argparse.Namespace) -> int:
     home = _home(args)
     from tasks.answering import ask
-    from tasks.sample_format import session_words
+    from tasks.samples.format import session_words
 
     answer = ask(home, args.question, version=args.version, closed_book=args.closed_book, today=args.today,
                  max_new_tokens=args.max_new_tokens)

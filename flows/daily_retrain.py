@@ -18,15 +18,16 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.fetch_market import fetch_and_commit
-from tasks import market_data, reporting
+from tasks import reporting
 from tasks.config import Config, load_config, resolve_home, select_tickers
-from tasks.evaluation import score_candidate
+from tasks.evaluation.score import score_candidate
 from tasks.housekeeping import tidy_home
+from tasks.market import data as market_data
 from tasks.progress import send_module_logs_to_run
 from tasks.promotion import decide_promotion, existing_decision, register_candidate
 from tasks.runlock import run_lock
-from tasks.samples import build_sample_files
-from tasks.training import check_training_extras, train_candidate
+from tasks.samples.build import build_sample_files
+from tasks.training.train import check_training_extras, train_candidate
 
 
 def _operator_form(schema: dict[str, Any]) -> None:

@@ -15,11 +15,11 @@ from pathlib import Path
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.calendar import TradingSession, resolve_session, today_in_kolkata
+from tasks.market.calendar import TradingSession, resolve_session, today_in_kolkata
 from tasks.config import Config
-from tasks.market_data import (FetchReport, MarketDataError, TickerReport, TransientFetchError, commit_bars,
+from tasks.market.data import (FetchReport, MarketDataError, TickerReport, TransientFetchError, commit_bars,
                                fetch_task)
-from tasks.market_sources import FetchError
+from tasks.market.sources import FetchError
 
 
 def fetch_and_commit(home: Path, cfg: Config, session: TradingSession) -> FetchReport:

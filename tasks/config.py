@@ -204,7 +204,7 @@ class TrainingConfig(_Section):
     dense block-diagonal mask (exact, but the work grows with the square of the packed length);
     `flex_attention` builds a block-sparse mask and skips the masked blocks (compiled per shape on
     first use); `varlen` runs PyTorch's variable-length flash kernel over each packed conversation
-    (`tasks.varlen_attention`: nothing compiled; needs packing, torch >= 2.10 and a GPU of compute
+    (`tasks.training.varlen_attention`: nothing compiled; needs packing, torch >= 2.10 and a GPU of compute
     capability 8.0+); `flash_attention_2` needs the flash-attn package. Scoring and answering run
     padded batches with `sdpa` whenever training uses `flex_attention` or `varlen`."""
     pad_to_multiple_of: int | None = Field(default=None, ge=1)
@@ -221,7 +221,7 @@ class TrainingConfig(_Section):
     torch_compile: bool = False
     """torch.compile the model (GPU only)."""
     fused_lora: bool = False
-    """Compute each LoRA linear layer in one autograd function (`tasks.fused_lora`): the base
+    """Compute each LoRA linear layer in one autograd function (`tasks.training.fused_lora`): the base
     output written once with the low-rank term added in place, the input gradients summed in
     place; the same math as peft's layers with fewer full-size temporaries. Plain LoRA layers
     only: needs `lora_dropout` 0 (a config with dropout is refused: dropout is not fused)."""
@@ -237,7 +237,7 @@ class TrainingConfig(_Section):
         if self.attn_implementation == "varlen" and not self.packing:
             raise ValueError("training.attn_implementation 'varlen' runs packed padding-free batches: "
                              "set training.packing: true, or use sdpa")
-        if self.fused_lora and self.lora_dropout > 0:  # tasks.fused_lora leaves such layers to peft
+        if self.fused_lora and self.lora_dropout > 0:  # tasks.training.fused_lora leaves such layers to peft
             raise ValueError(f"training.fused_lora fuses only LoRA layers without dropout, but "
                              f"training.lora_dropout {self.lora_dropout:g}: set training.lora_dropout: 0, or "
                              "training.fused_lora: false")
@@ -252,7 +252,7 @@ class EvaluationConfig(_Section):
     """Probe questions answered in one batched greedy generation (sorted by length first)."""
     max_new_tokens: int = Field(default=96, ge=8)
     """Token limit of a greedy probe answer. A probe is scored on the reference numbers its own
-    reference answer states within this many tokens (`tasks.evaluation.visible_truths`), so a long
+    reference answer states within this many tokens (`tasks.evaluation.score.visible_truths`), so a long
     answer (a market summary runs to ~220 tokens) is never marked wrong for numbers past the limit."""
     price_tolerance: float = Field(default=0.005, ge=0.0)
     """A price (or points, volume) counts as right within this relative error (0.5%)."""

@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.market_store import STAGING_DIR as MARKET_STAGING, TMP_SUFFIX, market_dir
+from tasks.market.store import STAGING_DIR as MARKET_STAGING, TMP_SUFFIX, market_dir
 
 log = logging.getLogger(__name__)
 

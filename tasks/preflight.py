@@ -51,7 +51,7 @@ def checked_config(profile: str | None, overrides: dict[str, Any], tickers: list
 
 def check_not_future(day: date | None, flag: str) -> None:
     """A date after today (Asia/Kolkata) has no bars yet: refuse it before any work."""
-    from tasks.calendar import today_in_kolkata
+    from tasks.market.calendar import today_in_kolkata
 
     today = today_in_kolkata()
     if day is not None and day > today:

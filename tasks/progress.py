@@ -17,7 +17,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging.handlers import APILogHandler
 
 PROJECT_LOGGERS = ("tasks", "flows", "adapters_registry")
-log = logging.getLogger("tasks.training")
+log = logging.getLogger("tasks.training.train")
 
 
 class _RunLogHandler(APILogHandler):

@@ -2,7 +2,7 @@
 (or the base model's, before the first promotion) by at least `gate.min_delta`, and its answer
 accuracy on the same probes is not below that baseline's by more than `gate.max_accuracy_drop`.
 
-    scores = score_candidate(home, cfg, candidate, sample_set)   # tasks.evaluation; verifies the champion
+    scores = score_candidate(home, cfg, candidate, sample_set)   # tasks.evaluation.score; verifies the champion
     decision = decide_promotion(scores, cfg.gate.min_delta, cfg.gate.max_accuracy_drop)
     info = register_candidate(home, cfg, candidate, sample_set, scores, decision, coverage)
 

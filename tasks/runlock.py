@@ -27,7 +27,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from tasks.market_store import atomic_write_bytes
+from tasks.market.store import atomic_write_bytes
 
 LOCK_FILE = "run.lock"
 HOLDER_FILE = "run.lock.holder.json"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.answering.ground import Grounding, MarketView, ground, grounded_prompt
-from tasks.calendar import today_in_kolkata
+from tasks.market.calendar import today_in_kolkata
 from tasks.config import Config, recorded_config
 
 DEFAULT_MAX_NEW_TOKENS = 320
@@ -47,7 +47,7 @@ class Answer:
 
 def market_view(home: Path, cfg: Config) -> MarketView:
     """The store's bars of the adapter's universe (tickers the store does not hold are left out)."""
-    from tasks.market_store import bars_path, load_bars
+    from tasks.market.store import bars_path, load_bars
 
     bars = {spec.symbol: load_bars(home, spec.symbol) for spec in cfg.market.tickers
             if bars_path(home, spec.symbol).is_file()}
@@ -100,7 +100,7 @@ def _check_verified(home: Path, version: str) -> None:
 
 def load_base_model(home: Path, cfg: Config) -> tuple[Any, Any]:
     """The base model and tokenizer `cfg` names, ready to answer (no adapter)."""
-    from tasks.base_model import load_base, resolve_base_model
+    from tasks.training.base_model import load_base, resolve_base_model
 
     return load_base(resolve_base_model(cfg.training, home), cfg.training, for_training=False)
 
@@ -126,7 +126,7 @@ def ask(home: str | Path, question: str, version: str | None = None, *, closed_b
         model, tokenizer = load_base_model(home, cfg)
     else:
         model, tokenizer, info = loaded or load_promoted(home, info.version)
-    from tasks.evaluation import generate_answers
+    from tasks.evaluation.score import generate_answers
 
     text = generate_answers(model, tokenizer, [messages], max_new_tokens or DEFAULT_MAX_NEW_TOKENS)[0]
     return Answer(text, name, grounding)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from tasks.sample_format import MONTHS, WEEKDAYS
+from tasks.samples.format import MONTHS, WEEKDAYS
 
 _MONTH = {m.lower(): k for k, m in enumerate(MONTHS, start=1)} | {m[:3].lower(): k for k, m in enumerate(MONTHS, 1)}
 _MONTH["sept"] = 9

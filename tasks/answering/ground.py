@@ -26,7 +26,7 @@ from tasks.answering.facts import Series, TickerFacts, ticker_facts_at
 from tasks.answering.sheet import brief_sheet, market_sheet, ticker_sheet
 from tasks.answering.tickers import display_name, find_tickers
 from tasks.config import TickerSpec
-from tasks.sample_format import session_words
+from tasks.samples.format import session_words
 
 MAX_TICKERS = 4
 MARKET_WORDS = re.compile(r"\b(markets?|indices|indexes|summary|summarise|summarize|wrap|movers?|gainers?|losers?)\b",

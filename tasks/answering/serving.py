@@ -30,7 +30,7 @@ from adapters_registry.format import CHAMPION_FILE, REGISTRY_DIR
 from tasks.answering.ask import BASE, config_for, load_base_model, market_view, prompt_for
 from tasks.answering.batching import GenerationQueue
 from tasks.answering.ground import Grounding, MarketView
-from tasks.calendar import today_in_kolkata
+from tasks.market.calendar import today_in_kolkata
 from tasks.config import Config
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class ServedModels:
 
     def _market_view(self, cfg: Config) -> MarketView:
         """The store as `ask` reads it, read again only when a bars file of the universe changed."""
-        from tasks.market_store import bars_path
+        from tasks.market.store import bars_path
 
         stamp = tuple(_stamp(bars_path(self.home, spec.symbol)) for spec in cfg.market.tickers)
         with self._lock:

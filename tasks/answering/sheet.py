@@ -4,7 +4,7 @@
     brief_sheet(facts)               # one of two compared tickers: close, day change, returns
     market_sheet(all_facts, session) # no ticker named: indices, top gainers and losers
 
-Figures are written exactly as answers write them (tasks.sample_format), so a right answer copies
+Figures are written exactly as answers write them (tasks.samples.format), so a right answer copies
 them. Samples and `ask` put the same sheets into the prompt (tasks.answering.ground).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import date
 
 from tasks.answering.facts import SMA_WINDOWS, VOLATILITY_SESSIONS, VOLUME_SESSIONS, TickerFacts
-from tasks.sample_format import format_change, format_level, session_words
+from tasks.samples.format import format_change, format_level, session_words
 
 MARKET_MOVERS = 3
 """Gainers and losers listed in a market sheet (answers name the first two of each)."""

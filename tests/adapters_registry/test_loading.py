@@ -5,7 +5,7 @@ import pytest
 
 from adapters_registry import Registry, load_promoted
 from adapters_registry.loading import BaseModelMismatchError, NoChampionError
-from tasks.base_model import hash_weight_files
+from tasks.training.base_model import hash_weight_files
 from tests.adapters_registry.fakes import decision, lineage, make_lora_adapter
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks import market_sources
+from tasks.market import sources as market_sources
 from tests.flows.readme_processes import (PrefectServer, ServedDeployment, log_tail, readme_serve,  # noqa: F401
                                           readme_server, wait_for)
 # The fake Yahoo of the market-data tests, as a fixture of every flow test (a test module that

@@ -17,9 +17,9 @@ import pytest
 from flows import cli, daily_retrain
 from flows.cli import build_parser, main
 from tasks import processes
-from tasks.calendar import resolve_session
+from tasks.market.calendar import resolve_session
 from tasks.config import load_config
-from tasks.market_data import commit_staged, stage_new_bars
+from tasks.market.data import commit_staged, stage_new_bars
 from tasks.reporting import RunSummary
 from tests.flows.conftest import file_digests, free_port
 from tests.flows.readme_processes import PrefectServer, start_process, stop_process, wait_for

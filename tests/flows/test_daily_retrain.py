@@ -20,9 +20,11 @@ import yaml
 
 from adapters_registry import Registry
 from flows import daily_retrain
-from tasks import evaluation, market_sources, training
 from tasks.config import DEFAULT_UNIVERSE
-from tasks.market_data import PermanentFetchError
+from tasks.evaluation import score as evaluation
+from tasks.market import sources as market_sources
+from tasks.market.data import PermanentFetchError
+from tasks.training import train as training
 from tests.flows.conftest import FAST_OVERRIDES, file_digests, read_artifact, run_daily
 from tests.tasks.test_market_yahoo import yahoo_bars
 from tests.tinymodel import build_tiny_model

@@ -12,11 +12,11 @@ from prefect.tasks import exponential_backoff
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.fetch_market import format_fetch_report, run_fetch
-from tasks.calendar import resolve_session
+from tasks.market.calendar import resolve_session
 from tasks.config import Config, MarketConfig, TickerSpec
-from tasks.market_data import (BarValidationError, CoverageError, PermanentFetchError, TransientFetchError,
+from tasks.market.data import (BarValidationError, CoverageError, PermanentFetchError, TransientFetchError,
                                fetch_new_bars, fetch_task, is_transient)
-from tasks.market_store import market_dir
+from tasks.market.store import market_dir
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -14,7 +14,7 @@ from tests.flows.conftest import HOLD_LOCK
 
 from adapters_registry import Registry
 from flows.cli import main
-from tasks.market_store import market_dir
+from tasks.market.store import market_dir
 from tests.adapters_registry.fakes import decision, lineage, make_fake_adapter
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from adapters_registry import Registry
 from tasks.answering import ask
 from tasks.answering.api import create_app
 from tasks.answering.serving import CHAMPION_MODEL, ServedModels
-from tasks.base_model import hash_weight_files
+from tasks.training.base_model import hash_weight_files
 from tests.adapters_registry.fakes import decision, lineage, make_lora_adapter
 from tests.flows.readme_processes import wait_for
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from adapters_registry import Registry
-from tasks.base_model import hash_weight_files
-from tasks.market_store import bars_path, write_bars
+from tasks.training.base_model import hash_weight_files
+from tasks.market.store import bars_path, write_bars
 from tests.adapters_registry.fakes import decision, lineage, make_lora_adapter
 from tests.tasks.test_samples_real import read_recorded_bars
 

@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 
 import adapters_registry
-import tasks.evaluation
+import tasks.evaluation.score
 from adapters_registry import Registry
 from tasks.answering import ask
 from tasks.answering.ground import grounded_prompt
@@ -33,7 +33,7 @@ def captured(monkeypatch):
         seen.extend(conversations)
         return ["an answer"] * len(conversations)
 
-    monkeypatch.setattr(tasks.evaluation, "generate_answers", fake_generate)
+    monkeypatch.setattr(tasks.evaluation.score, "generate_answers", fake_generate)
     return seen
 
 
@@ -51,7 +51,7 @@ def test_a_refusal_neither_loads_nor_runs_the_model_and_states_no_price(home, mo
         raise AssertionError("the model was used for a refusal")
 
     monkeypatch.setattr(adapters_registry, "load_promoted", fail)
-    monkeypatch.setattr(tasks.evaluation, "generate_answers", fail)
+    monkeypatch.setattr(tasks.evaluation.score, "generate_answers", fail)
     answer = ask(home, question, today=today)
     assert answer.refused and answer.version == champion_version(home) and answer.session is None
     assert answer.text == answer.grounding.refusal and not PRICE_LIKE.search(answer.text)
@@ -96,7 +96,7 @@ def test_a_grounded_answer_is_the_champions_adapters_and_not_the_base_models(hom
     adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), champion.path).eval()
     prompt = [{"role": "system", "content": Config().samples.system_prompt},
               {"role": "user", "content": grounded_prompt(question, answer.grounding)}]
-    assert answer.text == tasks.evaluation.generate_answers(adapter, AutoTokenizer.from_pretrained(base_dir),
+    assert answer.text == tasks.evaluation.score.generate_answers(adapter, AutoTokenizer.from_pretrained(base_dir),
                                                             [prompt], 8)[0]
 
 

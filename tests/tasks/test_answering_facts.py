@@ -1,6 +1,6 @@
 """Data sheets state the bars' figures: every number of a ticker's sheet is recomputed here with
 pandas from the raw frame, independently of tasks.answering.facts, and must appear exactly as
-tasks.sample_format writes it."""
+tasks.samples.format writes it."""
 from __future__ import annotations
 
 import math
@@ -14,7 +14,7 @@ import pytest
 from tasks.answering.facts import Series, ticker_facts_at
 from tasks.answering.sheet import brief_sheet, ticker_sheet
 from tasks.config import TickerSpec
-from tasks.sample_format import SESSION_WORDS, format_change, format_level
+from tasks.samples.format import SESSION_WORDS, format_change, format_level
 from tests.tasks.test_samples_real import read_recorded_bars
 
 WINDOWS = (1, 3, 5, 7, 10, 20)

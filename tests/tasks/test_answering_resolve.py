@@ -13,10 +13,10 @@ from tasks.answering.dates import DateError, find_day
 from tasks.answering.ground import MarketView, ground
 from tasks.answering.tickers import find_tickers
 from tasks.config import DEFAULT_UNIVERSE, TickerSpec
-from tasks.sample_families import PERIODS
-from tasks.sample_format import session_words
-from tasks.sample_phrasings import PHRASINGS
-from tasks.sample_templates import DATED, LATEST_ONLY, Template, date_phrase, fill
+from tasks.samples.families import PERIODS
+from tasks.samples.format import session_words
+from tasks.samples.phrasings import PHRASINGS
+from tasks.samples.templates import DATED, LATEST_ONLY, Template, date_phrase, fill
 
 UNIVERSE = [*DEFAULT_UNIVERSE,
             TickerSpec(symbol="SBIN.NS", name="State Bank of India", kind="stock"),

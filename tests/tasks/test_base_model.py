@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import tasks.base_model as bm
-from tasks.base_model import (BaseModelError, ensure_embedded_base, ensure_pad_token,
+import tasks.training.base_model as bm
+from tasks.training.base_model import (BaseModelError, ensure_embedded_base, ensure_pad_token,
                               hash_weight_files, load_base, resolve_base_model, resolve_compute_dtype)
 from tasks.config import TrainingConfig, load_config
 from tests.tinymodel import CHATML_TEMPLATE, build_tiny_model

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from adapters_registry import Registry
-from tasks.base_model import hash_weight_files, resolve_base_model
-from tasks.chat import tokenize_conversation
+from tasks.training.base_model import hash_weight_files, resolve_base_model
+from tasks.samples.chat import tokenize_conversation
 from tasks.config import Config, TrainingConfig
-from tasks.evaluation import (ValidationFileError, load_number_accuracy, read_validation, score_candidate,
+from tasks.evaluation.score import (ValidationFileError, load_number_accuracy, read_validation, score_candidate,
                               score_models, select_probes)
 from tasks.promotion import ChampionUnavailableError, decide_promotion
 from tests.adapters_registry.fakes import decision, lineage, make_lora_adapter
@@ -128,7 +128,7 @@ def test_a_champion_trained_on_another_base_model_is_not_scored_and_the_gate_say
 def test_a_4bit_base_scored_dequantised_gives_the_4bit_scores(tiny_model_dir, adapter, val_path, tmp_path):
     import bitsandbytes as bnb
 
-    from tasks.base_model import dequantize_for_scoring, load_base
+    from tasks.training.base_model import dequantize_for_scoring, load_base
 
     training = TrainingConfig(base_model=str(tiny_model_dir), load_in_4bit=True)
     ref = resolve_base_model(training, tmp_path / "home")
@@ -148,7 +148,7 @@ def test_probes_run_on_merged_weights_and_the_base_comes_back_bit_for_bit(tiny_m
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tasks.evaluation import merged_adapter
+    from tasks.evaluation.score import merged_adapter
 
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter).eval()
     weights = {n: p.detach().clone() for n, p in model.named_parameters() if "base_layer" in n}
@@ -222,7 +222,7 @@ def test_accuracy_is_reported_per_family_on_a_fixed_probe_subset(base, adapter, 
 
 
 def test_probes_are_scored_on_the_numbers_a_right_answer_shows_within_the_token_limit(base, val_path):
-    from tasks.evaluation import visible_truths
+    from tasks.evaluation.score import visible_truths
 
     _, tokenizer = base
     probes = select_probes(read_validation(val_path), len(QA))
@@ -253,7 +253,7 @@ def test_probe_size_none_probes_every_record_in_file_order(val_path):
 
 
 def test_accuracy_is_reported_per_mode_and_closed_book_families_apart():
-    from tasks.evaluation import accuracy_of
+    from tasks.evaluation.score import accuracy_of
 
     truth = [{"value": 100.0, "kind": "price"}]
     probes = [{"family": "close", "mode": "grounded"}, {"family": "close", "mode": "grounded"},
@@ -275,7 +275,7 @@ def test_ask_answers_with_the_promoted_adapter_not_the_base(tmp_path, tiny_model
     from peft import PeftModel
 
     from tasks.answering import ask
-    from tasks.evaluation import generate_answers
+    from tasks.evaluation.score import generate_answers
 
     fields = lineage(base_identity=str(tiny_model_dir), file_hash=hash_weight_files(tiny_model_dir))
     promoted = Registry(tmp_path).register(adapter, fields, decision(True, "base"), promote=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.base_model import load_base, resolve_base_model
-from tasks.fused_lora import LoraLinearFunction, fuse_lora_layers
-from tasks.training import build_lora_config
+from tasks.training.base_model import load_base, resolve_base_model
+from tasks.training.fused_lora import LoraLinearFunction, fuse_lora_layers
+from tasks.training.train import build_lora_config
 from tests.tasks.test_training import tiny_config
 
 

@@ -5,7 +5,7 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from tasks.calendar import (IST, CalendarHorizonWarning, calendar_bounds, is_session, previous_sessions,
+from tasks.market.calendar import (IST, CalendarHorizonWarning, calendar_bounds, is_session, previous_sessions,
                             resolve_session, sessions_between)
 from tasks.config import MarketConfig
 

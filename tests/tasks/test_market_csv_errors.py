@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from tasks.market_sources import CsvSource, PermanentFetchError
+from tasks.market.sources import CsvSource, PermanentFetchError
 
 HEADER = b"Date,Open,High,Low,Close,Adj Close,Volume\n"
 ROW = b"2019-11-28,2000,2010,1990,2005,2005,100\n"

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import market_data
-from tasks.calendar import IST, is_session, resolve_session
+from tasks.market import data as market_data
+from tasks.market.calendar import IST, is_session, resolve_session
 from tasks.config import Config, MarketConfig, TickerSpec
-from tasks.market_data import (CoverageError, FetchReport, PermanentFetchError, TransientFetchError, commit_staged,
+from tasks.market.data import (CoverageError, FetchReport, PermanentFetchError, TransientFetchError, commit_staged,
                                stage_new_bars)
-from tasks.market_sources import SyntheticSource, make_source
-from tasks.market_store import load_bars, market_dir, store_metadata
+from tasks.market.sources import SyntheticSource, make_source
+from tasks.market.store import load_bars, market_dir, store_metadata
 
 SYMBOLS = ["^NSEI", "^BSESN", "TCS.NS", "RELIANCE.NS"]
 NOW = datetime(2026, 1, 1, tzinfo=IST)

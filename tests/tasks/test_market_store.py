@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.calendar import IST, resolve_session
+from tasks.market.calendar import IST, resolve_session
 from tasks.config import Config, MarketConfig, TickerSpec
-from tasks.market_data import commit_staged, stage_new_bars
-from tasks.market_store import (COLUMNS, CorruptStoreError, MissingBarsError, bars_path, load_bars,
+from tasks.market.data import commit_staged, stage_new_bars
+from tasks.market.store import (COLUMNS, CorruptStoreError, MissingBarsError, bars_path, load_bars,
                                 market_dir, store_metadata, store_snapshot, stored_symbols)
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from tasks.market_store import atomic_write_bytes
+from tasks.market.store import atomic_write_bytes
 
 
 class FullDisk:

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import market_data
-from tasks.calendar import IST, resolve_session, sessions_between
+from tasks.market import data as market_data
+from tasks.market.calendar import IST, resolve_session, sessions_between
 from tasks.config import MarketConfig, TickerSpec
-from tasks.market_data import clean_bars, stage_new_bars
-from tasks.market_sources import CsvSource
-from tasks.market_store import BarValidationError, read_bars_file, session_index
+from tasks.market.data import clean_bars, stage_new_bars
+from tasks.market.sources import CsvSource
+from tasks.market.store import BarValidationError, read_bars_file, session_index
 
 MARKET = MarketConfig(tickers=[TickerSpec(symbol="TCS.NS", name="TCS", kind="stock")], backfill_sessions=140)
 AS_OF = date(2019, 11, 29)

@@ -18,13 +18,13 @@ import pytest
 from curl_cffi import requests as curl_requests
 from curl_cffi.requests.models import Response
 
-from tasks import market_sources
-from tasks.calendar import IST, resolve_session, sessions_between
+from tasks.market import sources as market_sources
+from tasks.market.calendar import IST, resolve_session, sessions_between
 from tasks.config import MarketConfig, TickerSpec
-from tasks.market_data import stage_new_bars
-from tasks.market_sources import YahooSource, normalise_yf_frame
-from tasks.market_data import PermanentFetchError, TransientFetchError
-from tasks.market_store import COLUMNS, read_bars_file
+from tasks.market.data import stage_new_bars
+from tasks.market.sources import YahooSource, normalise_yf_frame
+from tasks.market.data import PermanentFetchError, TransientFetchError
+from tasks.market.store import COLUMNS, read_bars_file
 
 CHART = "/v8/finance/chart/"
 NOT_FOUND = {"chart": {"result": None, "error": {"code": "Not Found",

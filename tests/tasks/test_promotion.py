@@ -13,7 +13,7 @@ import pytest
 
 from adapters_registry import ChampionChangedError, Registry
 from tasks.config import Config
-from tasks.evaluation import ModelScore, ScoreReport
+from tasks.evaluation.score import ModelScore, ScoreReport
 from tasks.promotion import (ChampionUnavailableError, decide, decide_promotion, existing_decision,
                              register_candidate, resolve_champion)
 from tests.adapters_registry.fakes import VAL_HASH, decision, lineage, make_fake_adapter
@@ -148,7 +148,7 @@ def report(candidate: float, base: float = 2.0, champion: float | None = None,
 
 
 def run_of(tmp_path: Path, seed: int) -> tuple[SimpleNamespace, SimpleNamespace]:
-    """A trained candidate and its sample set, shaped like tasks.training / tasks.sample_store's."""
+    """A trained candidate and its sample set, shaped like tasks.training.train / tasks.samples.store's."""
     adapter = make_fake_adapter(tmp_path / f"run{seed}" / "adapter", seed)
     base = SimpleNamespace(identity="embedded:smollm2-135m-instruct", revision=None, file_hash="c" * 64,
                            source="embedded")

@@ -6,7 +6,7 @@ import string
 
 import pytest
 
-from tasks.sample_phrasings import HELD_OUT_PER_FAMILY, PHRASINGS
+from tasks.samples.phrasings import HELD_OUT_PER_FAMILY, PHRASINGS
 
 FAMILIES = ("close", "change", "open", "prev_close", "day_range", "volume", "performance", "volatility",
             "trend", "range_52w", "high_52w", "low_52w", "compare", "market_summary", "session")

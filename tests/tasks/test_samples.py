@@ -13,13 +13,13 @@ import pytest
 
 from tasks.answering.dates import find_day
 from tasks.answering.ground import MarketView, ground, grounded_prompt
-from tasks.chat import render_prompt, tokenize_conversation
+from tasks.samples.chat import render_prompt, tokenize_conversation
 from tasks.config import DEFAULT_UNIVERSE, Config, TickerSpec, load_config
-from tasks.sample_families import CLOSED_BOOK_FAMILIES, FAMILIES, PERIODS
-from tasks.sample_format import figures_in, format_change, format_level
-from tasks.sample_store import SampleSetError, jsonl_bytes
-from tasks.sample_templates import DATED, TRAIN_TEMPLATES, VAL_TEMPLATES
-from tasks.samples import (SampleDataError, SampleSet, build_sample_set, build_samples_from_bars,
+from tasks.samples.families import CLOSED_BOOK_FAMILIES, FAMILIES, PERIODS
+from tasks.samples.format import figures_in, format_change, format_level
+from tasks.samples.store import SampleSetError, jsonl_bytes
+from tasks.samples.templates import DATED, TRAIN_TEMPLATES, VAL_TEMPLATES
+from tasks.samples.build import (SampleDataError, SampleSet, build_sample_set, build_samples_from_bars,
                            format_sample_report, read_jsonl, select_window)
 from tests.tinymodel import build_tiny_tokenizer
 
@@ -333,7 +333,7 @@ def test_every_conversation_fits_the_max_length_of_the_cpu_and_gpu_profiles(buil
     # the 300 longest by characters include the longest in tokens.
     from transformers import AutoTokenizer
 
-    from tasks.base_model import find_embedded_gguf
+    from tasks.training.base_model import find_embedded_gguf
 
     gguf = find_embedded_gguf()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from tasks.config import DEFAULT_UNIVERSE, Config, MarketConfig, TickerSpec
-from tasks.market_data import load_bars, resolve_session
-from tasks.market_data import commit_staged, stage_new_bars  # plain functions under the Prefect tasks
+from tasks.market.data import load_bars, resolve_session
+from tasks.market.data import commit_staged, stage_new_bars  # plain functions under the Prefect tasks
 from tasks.answering.ground import MarketView, ground
-from tasks.sample_families import FAMILIES
-from tasks.samples import build_sample_set, build_samples, build_samples_from_bars, read_jsonl, select_window
+from tasks.samples.families import FAMILIES
+from tasks.samples.build import build_sample_set, build_samples, build_samples_from_bars, read_jsonl, select_window
 from tests.tasks.test_samples import handwritten_questions
 
 AS_OF = date(2019, 11, 29)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from tasks.config import Config, load_config
-from tasks.fused_lora import _fused_forward
-from tasks.training import NonFiniteLossError, TrainingError, train_adapter
+from tasks.training.fused_lora import _fused_forward
+from tasks.training.train import NonFiniteLossError, TrainingError, train_adapter
 
 NAMES = ["NIFTY 50", "SENSEX", "TCS", "Infosys", "HDFC Bank", "ICICI Bank", "Reliance Industries"]
 SYSTEM = "You are niftytune, an assistant for the Indian stock market."
@@ -21,7 +21,7 @@ SYSTEM = "You are niftytune, an assistant for the Indian stock market."
 
 @dataclass(frozen=True)
 class FakeSampleSet:
-    """The fields of tasks.samples.SampleSet that training reads."""
+    """The fields of tasks.samples.build.SampleSet that training reads."""
 
     session: date
     dir: Path
@@ -82,7 +82,7 @@ def lora_tensors(adapter_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture
 def keep_trainer(monkeypatch) -> list:
     """Record the SFTTrainer that train_adapter builds, to compare its in-memory model."""
-    import tasks.training as training
+    import tasks.training.train as training
 
     kept, build = [], training._build_trainer
 
@@ -100,10 +100,10 @@ def test_adapter_trains_and_reloads_with_the_same_logits(tmp_path, tiny_model_di
                                                          fused):
     from peft import PeftModel
 
-    from tasks.base_model import load_base
+    from tasks.training.base_model import load_base
 
     samples = write_samples(tmp_path / "samples")
-    # fused: trained through tasks.fused_lora, reloaded through peft's own layers.
+    # fused: trained through tasks.training.fused_lora, reloaded through peft's own layers.
     cfg = tiny_config(tiny_model_dir, load_in_4bit=load_in_4bit, fused_lora=fused, lora_dropout=0.0 if fused else 0.05)
     cand = train_adapter(tmp_path / "home", cfg, samples, run_id="run-1", progress=False)
 

@@ -6,9 +6,9 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from tasks.base_model import build_bnb_config
+from tasks.training.base_model import build_bnb_config
 from tasks.config import PROFILES_DIR, Config, load_config
-from tasks.training import build_lora_config, build_sft_config
+from tasks.training.train import build_lora_config, build_sft_config
 
 SEVEN = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks import varlen_attention
+from tasks.training import varlen_attention
 from tasks.config import load_config
-from tasks.training import build_sft_config, tokenize_samples
+from tasks.training.train import build_sft_config, tokenize_samples
 from tests.tasks.test_training import write_samples
 
 

@@ -1,4 +1,4 @@
-"""The varlen attention (`tasks.varlen_attention`): conversation boundaries, refusals, and a
+"""The varlen attention (`tasks.training.varlen_attention`): conversation boundaries, refusals, and a
 training run through it. Its CPU path runs here; the flash kernel is compared with flex attention
 and unpacked batches on the GPU by `benchmarks/train_throughput.py packcheck`. Packed equals
 unpacked is in test_training_packing.py."""
@@ -10,9 +10,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tasks import varlen_attention
+from tasks.training import varlen_attention
 from tasks.config import load_config
-from tasks.training import train_adapter
+from tasks.training.train import train_adapter
 from tests.tasks.test_training import keep_trainer, tiny_config, write_samples  # noqa: F401 (fixture)
 
 
@@ -72,7 +72,7 @@ def test_training_runs_packed_batches_through_the_varlen_segments(tmp_path, tiny
                                                                   monkeypatch):
     from peft import PeftModel
 
-    from tasks.base_model import load_base
+    from tasks.training.base_model import load_base
 
     calls = []
     real = varlen_attention._sdpa_segments

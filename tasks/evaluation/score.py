@@ -4,7 +4,7 @@
     report.scores["candidate"].loss, report.val_hash, report.to_dict()
 
 Every model of one call is scored in the same process on the same file with the same
-tokenizer, chat template (`tasks.chat.tokenize_conversations`, the tokens training optimises),
+tokenizer, chat template (`tasks.samples.chat.tokenize_conversations`, the tokens training optimises),
 max length, batch size and precision: the base is loaded once and scored alone first, then
 each adapter is attached to it by name and switched in.
 """
@@ -25,7 +25,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.chat import Message, render_prompt, tokenize_conversations
+from tasks.samples.chat import Message, render_prompt, tokenize_conversations
 from tasks.config import Config
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def merged_adapter(model: Any) -> Iterator[bool]:
     import torch
     from peft.tuners.lora import LoraLayer
 
-    from tasks.base_model import fits_twice
+    from tasks.training.base_model import fits_twice
 
     layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
     weights = [m.get_base_layer().weight for m in layers]
@@ -366,7 +366,7 @@ def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], 
 def load_for_scoring(ref: Any, cfg: Config) -> tuple[Any, Any, bool]:
     """The base model and tokenizer as scoring runs them (`load_base` for inference, a 4-bit base
     dequantised once when `evaluation.dequantize_base` and it fits); the bool says whether it was."""
-    from tasks.base_model import dequantize_for_scoring, load_base
+    from tasks.training.base_model import dequantize_for_scoring, load_base
 
     model, tokenizer = load_base(ref, cfg.training, for_training=False)
     return model, tokenizer, cfg.evaluation.dequantize_base and dequantize_for_scoring(model)

@@ -1,7 +1,7 @@
 """The market-data stage: fetch the bars since the store's last session, judge them, stage
 them, and commit them all at once when the run's coverage is good enough.
 
-    session = resolve_session(as_of, cfg.market)                 # tasks.calendar
+    session = resolve_session(as_of, cfg.market)                 # tasks.market.calendar
     staged = fetch_new_bars(home, cfg, "TCS.NS", session)        # Path of a validated fetch
     fetch_task(cfg).submit(home, cfg, "TCS.NS", session)        # the same in a flow, retried as configured
     report = commit_bars(home, cfg, session, {"TCS.NS": staged}, failures={})
@@ -32,11 +32,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task, exponential_backoff
 
-from tasks.calendar import (TradingSession, non_session_reason, previous_sessions, resolve_session,
+from tasks.market.calendar import (TradingSession, non_session_reason, previous_sessions, resolve_session,
                             sessions_between, today_in_kolkata)
 from tasks.config import Config, MarketConfig
-from tasks.market_sources import PermanentFetchError, TransientFetchError, make_source
-from tasks.market_store import (COLUMNS, PRICES, BarValidationError, MarketDataError, bars_path, check_bars, load_bars, read_bars_file,
+from tasks.market.sources import PermanentFetchError, TransientFetchError, make_source
+from tasks.market.store import (COLUMNS, PRICES, BarValidationError, MarketDataError, bars_path, check_bars, load_bars, read_bars_file,
                                 remove_leftovers, session_index, staging_path, store_lock, store_metadata,
                                 store_snapshot, stored_symbols, utc_now_iso, write_bars)
 

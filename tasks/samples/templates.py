@@ -1,4 +1,4 @@
-"""Question templates per family (tasks/sample_phrasings.py: the last 5 of each are held out for
+"""Question templates per family (tasks/samples/phrasings.py: the last 5 of each are held out for
 validation) and the date phrases and ticker names that fill them.
 
     question, today = fill(template, fact_slots, phrase, name_variants)
@@ -16,8 +16,8 @@ import string
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from tasks.sample_format import MONTHS, WEEKDAYS, session_words
-from tasks.sample_phrasings import HELD_OUT_PER_FAMILY, PHRASINGS
+from tasks.samples.format import MONTHS, WEEKDAYS, session_words
+from tasks.samples.phrasings import HELD_OUT_PER_FAMILY, PHRASINGS
 
 
 @dataclass(frozen=True)

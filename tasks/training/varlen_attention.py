@@ -10,7 +10,7 @@ boundaries) the same segments run through SDPA one conversation at a time: exact
 what the CPU tests check against unpacked batches.
 
 A padded batch (a 2-D attention mask with zeros) is refused: scoring and answering load the
-model with `sdpa` instead (`tasks.base_model.load_base`).
+model with `sdpa` instead (`tasks.training.base_model.load_base`).
 """
 from __future__ import annotations
 

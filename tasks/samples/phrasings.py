@@ -22,7 +22,7 @@ Slots (str.format fields; no other fields and no literal braces appear):
   `compare`.
 - `{period}`: what people call the window: "week" (5 sessions), "fortnight" (10), "month" (20);
   only in `performance` and `compare`, and a template with it asks only about those three windows
-  (tasks.sample_questions.usable). Every template of those two families has `{sessions}`, `{n}` or
+  (tasks.samples.questions.usable). Every template of those two families has `{sessions}`, `{n}` or
   `{period}`.
 
 Styles are mixed on purpose: terse, polite, imperative, all lower case, trader's jargon, and a

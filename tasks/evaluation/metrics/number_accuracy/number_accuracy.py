@@ -2,7 +2,7 @@
 
 A local `evaluate` metric, loaded by path and never fetched:
 
-    metric = evaluate.load("tasks/metrics/number_accuracy")
+    metric = evaluate.load("tasks/evaluation/metrics/number_accuracy")
     metric.compute(predictions=["TCS closed at ₹2,154.35 (+0.53%)."],
                    references=[[{"value": 2154.35, "kind": "price"}, {"value": 0.53, "kind": "pct"}]],
                    families=["close"], price_tolerance=0.005, pct_tolerance=0.1)

@@ -18,7 +18,7 @@ from datetime import date
 from tasks.answering.facts import VOLATILITY_SESSIONS, WINDOWS, TickerFacts
 from tasks.answering.ground import MarketView
 from tasks.answering.sheet import market_movers
-from tasks.sample_format import Figures, choose, session_words
+from tasks.samples.format import Figures, choose, session_words
 
 WINDOWS_PER_HISTORY_SESSION = 2
 """Performance windows asked per ticker on an older session (the latest session gets all)."""

@@ -8,7 +8,7 @@ One JSONL line per conversation: {"id", "fact", "family", "template" (phrasing i
 are as of), "today" (the day the question is asked on), "split", "messages" [system, user,
 assistant], "truth" [{"value", "kind": price|points|pct|volume|count}], every number of the answer
 in order}. Rendering through the chat template and the assistant-only loss mask happen in
-tasks/chat.py, never here.
+tasks/samples/chat.py, never here.
 
 Grounded samples are built the way `ask` answers: the question is resolved by
 `tasks.answering.ground` (ticker names, date phrases) and its data sheet put into the user's
@@ -16,12 +16,12 @@ message, so the adapter learns to read sheets and pick the asked field; building
 question does not resolve to its own fact's ticker(s) and session. Closed-book samples (no sheet)
 ask the newest facts, so that `ask --closed-book` can recall them.
 
-What is asked (tasks/sample_families.py): every family, dated, for each of the last
+What is asked (tasks/samples/families.py): every family, dated, for each of the last
 `history_sessions` sessions (one phrasing each), and the newest session's facts in
 `train_phrasings_per_fact` phrasings (dated or undated) plus `closed_book_repeats` closed-book ones.
 
 Validation is built, not drawn: the newest session's facts asked in held-out phrasings (5 per
-family that no training sample uses; tasks/sample_phrasings.py), grounded and closed-book. The
+family that no training sample uses; tasks/samples/phrasings.py), grounded and closed-book. The
 facts are trained (that is the point of a daily adapter), the wording is new; no validation
 question occurs in training (checked on every build). Caps subsample each family to an equal
 share (stratified), newest facts first.
@@ -40,13 +40,13 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.answering.facts import YEAR_DAYS, Series
 from tasks.answering.ground import MarketView
-from tasks.chat import render_conversation
+from tasks.samples.chat import render_conversation
 from tasks.config import Config
-from tasks.market_store import load_bars
-from tasks.sample_families import FAMILIES
-from tasks.sample_format import stable_digest
-from tasks.sample_questions import collect_facts, plan, render
-from tasks.sample_store import SampleSet, read_jsonl, save_sample_set
+from tasks.market.store import load_bars
+from tasks.samples.families import FAMILIES
+from tasks.samples.format import stable_digest
+from tasks.samples.questions import collect_facts, plan, render
+from tasks.samples.store import SampleSet, read_jsonl, save_sample_set
 
 __all__ = ["SampleDataError", "SampleSet", "build_sample_files", "build_sample_set", "build_samples",
            "build_samples_from_bars", "format_sample_report", "read_jsonl"]

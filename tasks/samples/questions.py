@@ -1,5 +1,5 @@
 """The questions of a sample set: which facts are asked, in which phrasings, dates and names,
-grounded or closed-book, and each rendered as one JSONL record (schema: tasks/samples.py).
+grounded or closed-book, and each rendered as one JSONL record (schema: tasks/samples/build.py).
 
     facts = collect_facts(view, sessions, cfg.samples)
     records = [render(view, asked, cfg.samples) for fact, newest in facts for asked in plan(fact, newest, sc)]
@@ -14,10 +14,10 @@ from tasks.answering.facts import WINDOWS
 from tasks.answering.ground import MarketView, ground, grounded_prompt
 from tasks.answering.tickers import names_of
 from tasks.config import SamplesConfig
-from tasks.sample_families import (CLOSED_BOOK_FAMILIES, WINDOWS_PER_HISTORY_SESSION, Fact, market_fact_set,
+from tasks.samples.families import (CLOSED_BOOK_FAMILIES, WINDOWS_PER_HISTORY_SESSION, Fact, market_fact_set,
                                    ticker_fact_set)
-from tasks.sample_format import choose
-from tasks.sample_templates import CLOSED_BOOK, DATED, LATEST_ONLY, TRAIN_TEMPLATES, VAL_TEMPLATES, Template, \
+from tasks.samples.format import choose
+from tasks.samples.templates import CLOSED_BOOK, DATED, LATEST_ONLY, TRAIN_TEMPLATES, VAL_TEMPLATES, Template, \
     date_phrase, fill
 
 DISPLAY_NAME_WEIGHT = 3
@@ -73,7 +73,7 @@ def _phrase(fact: Fact, key: str, kinds: tuple[str, ...], seed: int) -> str:
 
 
 def plan(fact: Fact, newest: bool, sc: SamplesConfig) -> list[Asked]:
-    """How one fact is asked (split, mode, phrasing, date phrase); see tasks/samples.py."""
+    """How one fact is asked (split, mode, phrasing, date phrase); see tasks/samples/build.py."""
     fid, seed, family = fact_id(fact), sc.seed, fact.family
     if not newest:
         t = choose(seed, f"{fid}|train", usable(TRAIN_TEMPLATES[family], fact))[0]

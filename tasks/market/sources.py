@@ -1,7 +1,7 @@
 """Where daily bars come from: Yahoo Finance, a folder of yfinance CSV files, or a seeded
 synthetic market. One interface: `make_source(market).fetch(symbol, start, end)` returns the
 bars dated `start`..`end` (both included) in the store's schema, not yet cleaned: junk rows
-and odd dates are the caller's to judge (`tasks.market_data.clean_bars`).
+and odd dates are the caller's to judge (`tasks.market.data.clean_bars`).
 
     source = make_source(cfg.market)
     raw = source.fetch("TCS.NS", date(2019, 11, 1), date(2019, 11, 29))
@@ -22,9 +22,9 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from tasks.calendar import IST, sessions_between
+from tasks.market.calendar import IST, sessions_between
 from tasks.config import MarketConfig
-from tasks.market_store import COLUMNS, PRICES, MarketDataError, session_index
+from tasks.market.store import COLUMNS, PRICES, MarketDataError, session_index
 
 
 class FetchError(MarketDataError):

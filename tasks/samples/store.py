@@ -2,7 +2,7 @@
 
 Format, under `NIFTYTUNE_HOME/samples/`:
 
-    <session>/train.jsonl     one conversation per line (schema in tasks/samples.py)
+    <session>/train.jsonl     one conversation per line (schema in tasks/samples/build.py)
     <session>/val.jsonl       the same schema, validation samples
     <session>/samples.json    format, session, file hashes, content hash, counts per family and
                               split, data window per ticker, the samples config and universe used

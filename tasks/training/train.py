@@ -4,7 +4,7 @@
     cand.adapter_dir        # runs/<run-id>/adapter: adapter_model.safetensors, adapter_config.json,
                             # tokenizer + chat template, training.json (what was trained, on what, how)
 
-Conversations are tokenized once by `tasks.chat.tokenize_conversations`, so the loss is taken over
+Conversations are tokenized once by `tasks.samples.chat.tokenize_conversations`, so the loss is taken over
 exactly the assistant tokens that scoring uses; trl's SFTTrainer receives the pre-tokenized
 `input_ids` + `completion_mask` columns and folds the mask into its labels.
 """
@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.base_model import (BaseModelRef, build_bnb_config, default_device, load_base,  # noqa: F401
+from tasks.training.base_model import (BaseModelRef, build_bnb_config, default_device, load_base,  # noqa: F401
                               resolve_base_model, resolve_compute_dtype)
-from tasks.chat import tokenize_conversations
+from tasks.samples.chat import tokenize_conversations
 from tasks.config import Config, TrainingConfig
 
 if TYPE_CHECKING:  # imported where used: the training task times its imports
@@ -239,7 +239,7 @@ def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train
                    _non_finite_callback(), *extra_callbacks])
     _keep_adapters_fp32(trainer.model, dtype)
     if t.fused_lora:
-        from tasks.fused_lora import fuse_lora_layers
+        from tasks.training.fused_lora import fuse_lora_layers
         fuse_lora_layers(trainer.model)
     return trainer
 

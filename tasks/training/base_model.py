@@ -300,7 +300,7 @@ def load_base(ref: BaseModelRef, training: TrainingConfig, *, for_training: bool
         # recompile for every new padded shape, varlen takes no padding, sdpa computes the same.
         attention = "sdpa"
     if attention == "varlen":
-        from tasks import varlen_attention
+        from tasks.training import varlen_attention
 
         try:
             varlen_attention.check_device(device)
