@@ -25,7 +25,7 @@ from .store import Registry
 
 
 def _home(args: argparse.Namespace):
-    from tasks.config import resolve_home
+    from common.home import resolve_home
     return resolve_home(getattr(args, "home", None))
 
 

@@ -8,10 +8,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from common.files import sha256_file
+
 from .format import (CHAMPION_EVENTS, CHAMPION_FILE, FORMAT_FILE, FORMAT_TEXT, FORMAT_VERSION, LEDGER_FILE,
                      MANIFEST_FILE, REGISTRY_DIR, VERSION_ID, VERSIONS_DIR, ChampionPointer, LedgerEntry, Manifest,
                      RegistryCorruptError, RegistryIntegrityError, VersionNotFoundError, read_json_record, version_seq)
-from .atomic import sha256_file
 from .consistency import check_pointer, ledger_problems
 from .ledger import Ledger
 from .verify import outside_problems, verify_version_dir

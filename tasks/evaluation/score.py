@@ -25,6 +25,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from common.files import sha256_file
+
 from tasks.samples.chat import Message, render_prompt, tokenize_conversations
 from tasks.config import Config
 
@@ -87,10 +89,6 @@ class ScoreReport:
                 "models": {name: {"loss": finite(s.loss), "n_tokens": s.n_tokens, "accuracy": s.accuracy,
                                   "accuracy_overall": s.accuracy_overall, "accuracy_by_mode": s.accuracy_by_mode}
                            for name, s in self.scores.items()}}
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read_validation(path: Path) -> list[dict[str, Any]]:
@@ -323,7 +321,7 @@ def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], 
     from peft import PeftModel
 
     val_path = Path(val_path)
-    val_hash, records = sha256_of(val_path), read_validation(val_path)
+    val_hash, records = sha256_file(val_path), read_validation(val_path)
     encoded = tokenize_conversations(tokenizer, [r["messages"] for r in records], cfg.training.max_length)
     empty = [r["id"] for r, row in zip(records, encoded) if not any(row["completion_mask"][1:])]
     if empty:
