@@ -54,6 +54,10 @@ class RegistryIntegrityError(RegistryError):
     """A version's files do not match the hashes in its manifest."""
 
 
+class NoChampionError(RegistryError):
+    """Nothing has been promoted yet (or the registry was rolled back to the base model)."""
+
+
 class VersionNotFoundError(RegistryError, KeyError):
     """No version of that id is in the registry."""
 
