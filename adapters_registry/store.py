@@ -61,7 +61,8 @@ class Registry(RegistryWriter):
         """Store an evaluated adapter as a new immutable version with its decision; move the
         champion pointer to it when `promote`. `expected_champion` (a version id or None), when
         given, must still be the champion, else ChampionChangedError (the decision is stale)."""
-        record = DecisionRecord.model_validate(asdict(decision) if is_dataclass(decision) else dict(decision))
+        record = decision if isinstance(decision, DecisionRecord) else DecisionRecord.model_validate(
+            asdict(decision) if is_dataclass(decision) else dict(decision))
         if record.promote != promote:
             raise ValueError(f"promote={promote} contradicts the decision ({record.promote}: {record.reason})")
         lineage = Lineage.model_validate(manifest_fields)
