@@ -32,7 +32,6 @@ PROCESS_START = time.perf_counter()  # before torch, transformers & co. are impo
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_AS_OF = date(2026, 11, 20)  # the session every benchmark sample set is built for
 sys.path.insert(0, str(ROOT))
-import benchmarks.offline_prefect  # noqa: E402,F401  (Prefect, or its stand-in on a GPU host)
 
 from benchmarks.gpu_checks import attnbench, genprof, packcheck, profile_setup, timed  # noqa: E402
 

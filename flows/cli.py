@@ -79,7 +79,7 @@ OVERRIDES = {  # CLI flag -> dotted config field
 def _config(args: argparse.Namespace):
     """The resolved config for this invocation: profile + flag overrides + --tickers; a bad
     profile, flag or date is a UserError (one line, exit status 2) before anything starts."""
-    from tasks.preflight import check_not_future, checked_config
+    from flows.preflight import check_not_future, checked_config
 
     for flag in ("as_of", "to_date"):
         check_not_future(getattr(args, flag, None), "--" + flag.replace("_date", "").replace("_", "-"))
@@ -118,7 +118,7 @@ def _flow_logs(args: argparse.Namespace) -> None:
     """A flow's console logs show an expected error (Yahoo unreachable, a bad CSV) as Prefect's
     one-line messages, without tracebacks; --debug keeps them."""
     if not _debug(args):
-        from tasks.preflight import hide_expected_tracebacks
+        from flows.preflight import hide_expected_tracebacks
 
         hide_expected_tracebacks()
 
@@ -136,8 +136,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     home = _home(args)
     _flow_logs(args)
     from flows.fetch_market import format_fetch_report, run_fetch
+    from flows.preflight import writing
     from tasks.market.data import CoverageError
-    from tasks.preflight import writing
 
     try:
         with writing(home):
@@ -152,9 +152,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_samples(args: argparse.Namespace) -> int:
     cfg = _config(args)  # a bad flag or profile fails before anything is created
     home = _home(args)
-    from tasks.training.base_model import load_tokenizer, resolve_base_model
-    from tasks.preflight import writing
+    from flows.preflight import writing
     from tasks.samples.build import build_samples, format_sample_report
+    from tasks.training.base_model import load_tokenizer, resolve_base_model
 
     with writing(home, prefect=False):
         sample_set = build_samples(home, cfg, _as_of(args))
@@ -166,7 +166,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)  # a bad flag or profile fails before anything is created
     home = _home(args)
-    from tasks.preflight import writing
+    from flows.preflight import writing
     from tasks.samples.build import build_samples
     from tasks.training.train import format_candidate, train_adapter
 
@@ -200,8 +200,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 def cmd_api(args: argparse.Namespace) -> int:
     home = _home(args)
+    from flows.preflight import UserError
     from tasks.answering.api import TOKEN_ENV, is_loopback, run_api
-    from tasks.preflight import UserError
 
     token = os.environ.get(TOKEN_ENV) or None
     if not token and not is_loopback(args.host):
@@ -221,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _prefect_api()
     _flow_logs(args)
     from flows.daily_retrain import RetrainParameters, daily_retrain
-    from tasks.preflight import writing
+    from flows.preflight import writing
     from tasks.promotion import resolve_champion
     from tasks.reporting import format_run_summary
 
@@ -239,7 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from tasks.preflight import UserError, writing
+    from flows.preflight import UserError, writing
     from tasks.promotion import resolve_champion
 
     if args.to_date < args.from_date:
@@ -249,8 +249,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     _prefect_api()
     _flow_logs(args)
     from flows.backfill import backfill
-    from tasks.reporting import format_backfill_table
     from flows.daily_retrain import RetrainParameters
+    from tasks.reporting import format_backfill_table
 
     template = RetrainParameters(
         home=str(home), source=args.source, csv_dir=args.csv_dir and str(args.csv_dir),
@@ -282,7 +282,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 def cmd_registry(args: argparse.Namespace) -> int:
     home = _home(args)
     from adapters_registry.cli import run_command
-    from tasks.preflight import writing
+    from flows.preflight import writing
 
     if args.registry_command != "rollback":
         return run_command(args)
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         print("niftytune: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the boundary: one clear line; a traceback for bugs or --debug
-        from tasks.preflight import report_error
+        from flows.preflight import report_error
 
         if _debug(args):
             raise

@@ -16,10 +16,10 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from common.table import format_table
-from tasks.market.calendar import TradingSession, resolve_session, today_in_kolkata
+from flows.steps import commit_bars, fetch_task
 from tasks.config import Config
-from tasks.market.data import (FetchReport, MarketDataError, TickerReport, TransientFetchError, commit_bars,
-                               fetch_task)
+from tasks.market.calendar import TradingSession, resolve_session, today_in_kolkata
+from tasks.market.data import FetchReport, MarketDataError, TickerReport, TransientFetchError
 from tasks.market.sources import FetchError
 
 

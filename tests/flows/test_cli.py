@@ -16,7 +16,7 @@ import pytest
 
 from flows import cli, daily_retrain
 from flows.cli import build_parser, main
-from tasks import processes
+from flows import processes
 from tasks.market.calendar import resolve_session
 from tasks.config import load_config
 from tasks.market.data import commit_staged, stage_new_bars
