@@ -104,7 +104,7 @@ def prepare(out: Path, n_train: int, n_val: int) -> None:
         if f.name.startswith(("tokenizer", "special_tokens", "chat_template", "generation_config")):
             shutil.copy2(f, tok_dir / f.name)
     cfg = load_config("gpu", {"market.source": "synthetic", "samples.max_train_samples": n_train,
-                              "samples.max_val_samples": n_val, "samples.val_recent_sessions": 8})
+                              "samples.max_val_samples": n_val})
     sample_set = synthetic_samples(home, cfg)
     dest = out / "samples"
     shutil.rmtree(dest, ignore_errors=True)
