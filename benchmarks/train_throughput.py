@@ -93,7 +93,7 @@ def prepare(out: Path, n_train: int, n_val: int) -> None:
     """Tokenizer files from the embedded GGUF and a synthetic-market sample set into `out`."""
     import shutil
 
-    from tasks.training.base_model import ensure_embedded_base
+    from tasks.training.embedded import ensure_embedded_base
     from tasks.config import load_config
 
     home = out / "home"

@@ -77,7 +77,13 @@ def _events(reply: Reply, pieces: Iterator[str]) -> Iterator[str]:
 def create_app(models: ServedModels, token: str | None = None) -> FastAPI:
     """The API over `models`; with `token`, /v1 requests must carry it as a bearer token."""
     app = FastAPI(title="niftytune answer API", docs_url=None, redoc_url=None)
+    _guard(app, token)
+    _route(app, models)
+    return app
 
+
+def _guard(app: FastAPI, token: str | None) -> None:
+    """The bearer-token check and the OpenAI-style error bodies."""
     @app.middleware("http")
     async def require_token(request: Request, call_next):  # before the body is read: no token, no parsing
         given = request.headers.get("authorization", "")
@@ -103,6 +109,9 @@ def create_app(models: ServedModels, token: str | None = None) -> FastAPI:
     def server_error(request: Request, exc: Exception) -> JSONResponse:  # logged by uvicorn with its traceback
         return JSONResponse(error_body(f"{type(exc).__name__}: {exc}", "server_error"), status_code=500)
 
+
+def _route(app: FastAPI, models: ServedModels) -> None:
+    """/health, /v1/models and /v1/chat/completions."""
     @app.get("/health")
     async def health() -> dict:  # async: answered on the event loop even when every worker thread waits
         return models.health()
@@ -126,8 +135,6 @@ def create_app(models: ServedModels, token: str | None = None) -> FastAPI:
             return JSONResponse(reply.completion(text), headers=headers)
         pieces = iter([grounding.refusal]) if grounding.refusal else models.stream(loaded, messages, limit)
         return StreamingResponse(_events(reply, pieces), media_type="text/event-stream", headers=headers)
-
-    return app
 
 
 def is_loopback(host: str) -> bool:

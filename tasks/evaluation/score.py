@@ -153,30 +153,22 @@ def _score(model: Any, tokenizer: Any, encoded: list[dict], probes: list[dict], 
     return ModelScore(loss=loss, n_tokens=count, **accuracy_of(answers, probes, truths, cfg))
 
 
-def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], val_path: Path, cfg: Config,
-                 *, include_base: bool = True) -> ScoreReport:
-    """Score the base (as `base`) and each named adapter on `val_path` with identical settings.
-    The adapters are attached to `base_model` for the call and removed again afterwards."""
-    from peft import PeftModel
-
-    val_path = Path(val_path)
-    val_hash, records = sha256_file(val_path), read_validation(val_path)
+def _encode(tokenizer: Any, records: list[dict[str, Any]], val_path: Path, cfg: Config) -> list[dict]:
+    """The conversations tokenized as training saw them; a warning names those left without answer tokens."""
     encoded = tokenize_conversations(tokenizer, [r["messages"] for r in records], cfg.training.max_length)
     empty = [r["id"] for r, row in zip(records, encoded) if not any(row["completion_mask"][1:])]
     if empty:
         log.warning("%s: %d of %d conversations keep no answer tokens within max_length %d (e.g. %s); "
                     "they do not count in the loss", val_path, len(empty), len(records), cfg.training.max_length,
                     empty[0])
-    probes = select_probes(records, cfg.evaluation.probe_size)
-    truths = visible_truths(tokenizer, probes, cfg)
-    for name, folder in adapters.items():
-        if name == "base" or not (Path(folder) / "adapter_model.safetensors").is_file():
-            raise ValueError(f"adapter {name!r}: need a name other than 'base' and {folder}/adapter_model.safetensors")
-    was_training, scores = base_model.training, {}
-    base_model.eval()  # dropout off, in the base and in every LoRA layer
-    if include_base:  # before any adapter is attached: no LoRA layers to step through
-        scores["base"] = _score(base_model, tokenizer, encoded, probes, cfg, truths)
-    peft_model = None
+    return encoded
+
+
+def _score_adapters(base_model: Any, adapters: Mapping[str, Path], score: Any) -> dict[str, ModelScore]:
+    """`score(model)` of each adapter, attached to `base_model` by name and switched in; removed after."""
+    from peft import PeftModel
+
+    scores, peft_model = {}, None
     try:
         for name, folder in adapters.items():
             if peft_model is None:
@@ -187,10 +179,33 @@ def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], 
             peft_model.eval()
             for name in adapters:
                 peft_model.set_adapter(name)
-                scores[name] = _score(peft_model, tokenizer, encoded, probes, cfg, truths)
+                scores[name] = score(peft_model)
     finally:
         if peft_model is not None:
             peft_model.unload()  # takes the LoRA layers out of base_model again
+    return scores
+
+
+def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], val_path: Path, cfg: Config,
+                 *, include_base: bool = True) -> ScoreReport:
+    """Score the base (as `base`) and each named adapter on `val_path` with identical settings.
+    The adapters are attached to `base_model` for the call and removed again afterwards."""
+    val_path = Path(val_path)
+    val_hash, records = sha256_file(val_path), read_validation(val_path)
+    encoded = _encode(tokenizer, records, val_path, cfg)
+    probes = select_probes(records, cfg.evaluation.probe_size)
+    truths = visible_truths(tokenizer, probes, cfg)
+    for name, folder in adapters.items():
+        if name == "base" or not (Path(folder) / "adapter_model.safetensors").is_file():
+            raise ValueError(f"adapter {name!r}: need a name other than 'base' and {folder}/adapter_model.safetensors")
+    was_training, scores = base_model.training, {}
+    base_model.eval()  # dropout off, in the base and in every LoRA layer
+    try:
+        if include_base:  # before any adapter is attached: no LoRA layers to step through
+            scores["base"] = _score(base_model, tokenizer, encoded, probes, cfg, truths)
+        scores.update(_score_adapters(base_model, adapters,
+                                      lambda model: _score(model, tokenizer, encoded, probes, cfg, truths)))
+    finally:
         base_model.train(was_training)
     settings = {"max_length": cfg.training.max_length, "batch_size": cfg.training.per_device_eval_batch_size,
                 "dtype": str(next(base_model.parameters()).dtype), "probe_size": len(probes),

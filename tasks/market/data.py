@@ -38,9 +38,8 @@ from tasks.market.store import (COLUMNS, PRICES, BarValidationError, MarketDataE
                                 store_metadata, store_snapshot, stored_symbols, utc_now_iso, write_bars)
 
 __all__ = ["BarValidationError", "CoverageError", "FetchReport", "MarketDataError", "PermanentFetchError",
-           "TickerReport", "TradingSession", "TransientFetchError", "commit_staged", "fetch_new_bars",
-           "load_bars", "resolve_session", "store_metadata", "store_snapshot", "stored_symbols",
-           "today_in_kolkata"]
+           "TickerReport", "TradingSession", "TransientFetchError", "commit_staged", "fetch_new_bars", "load_bars",
+           "resolve_session", "store_metadata", "store_snapshot", "stored_symbols", "today_in_kolkata"]
 
 log = logging.getLogger(__name__)
 PRICE_JUMP = 0.20

@@ -22,7 +22,7 @@ from adapters_registry import Registry
 from flows import daily_retrain
 from tasks.config import DEFAULT_UNIVERSE
 from tasks.evaluation import score as evaluation
-from tasks.market import sources as market_sources
+from tasks.market.synthetic import SyntheticSource
 from tasks.market.data import PermanentFetchError
 from tasks.training import train as training
 from tests.flows.conftest import FAST_OVERRIDES, file_digests, read_artifact, run_daily
@@ -247,14 +247,14 @@ def test_rate_limited_fetch_is_retried_and_the_run_completes(fake_yahoo, yahoo_a
 
 
 def test_permanent_fetch_fault_fails_before_training_and_changes_nothing(decided_home, fast_profile, monkeypatch):
-    fetch, trained = market_sources.SyntheticSource.fetch, []
+    fetch, trained = SyntheticSource.fetch, []
 
     def unknown_tcs(self, symbol, start, end):
         if symbol == "TCS.NS":
             raise PermanentFetchError(symbol, "unknown ticker (injected)")
         return fetch(self, symbol, start, end)
 
-    monkeypatch.setattr(market_sources.SyntheticSource, "fetch", unknown_tcs)
+    monkeypatch.setattr(SyntheticSource, "fetch", unknown_tcs)
     monkeypatch.setattr(training, "train_adapter", lambda *a, **k: trained.append(a))
     before = store_and_registry(decided_home)
     state = daily(decided_home, fast_profile, as_of=NEXT_SESSION)
@@ -270,7 +270,7 @@ def test_the_daily_flow_fetches_at_most_fetch_workers_tickers_at_once(fast_profi
     profile = yaml.safe_load(fast_profile.read_text())
     profile["market"]["fetch_workers"] = 2
     (tmp_path / "two-workers.yaml").write_text(yaml.safe_dump(profile))
-    fetch, seen, fetched = market_sources.SyntheticSource.fetch, {"now": 0, "most": 0}, []
+    fetch, seen, fetched = SyntheticSource.fetch, {"now": 0, "most": 0}, []
     changed = threading.Condition()
 
     def crowded_fetch(self, symbol, start, end):
@@ -288,7 +288,7 @@ def test_the_daily_flow_fetches_at_most_fetch_workers_tickers_at_once(fast_profi
             with changed:
                 seen["now"] -= 1
 
-    monkeypatch.setattr(market_sources.SyntheticSource, "fetch", crowded_fetch)
+    monkeypatch.setattr(SyntheticSource, "fetch", crowded_fetch)
     monkeypatch.setattr(daily_retrain, "build_sample_files", _stop_after_the_fetch)
     symbols = [t.symbol for t in DEFAULT_UNIVERSE[:6]]
     state = daily(tmp_path / "home", tmp_path / "two-workers.yaml", as_of=TRADING_DAY, tickers=symbols)

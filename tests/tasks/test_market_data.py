@@ -15,7 +15,8 @@ from tasks.market.calendar import IST, is_session, resolve_session
 from tasks.config import Config, MarketConfig, TickerSpec
 from tasks.market.data import (CoverageError, FetchReport, PermanentFetchError, TransientFetchError, commit_staged,
                                stage_new_bars)
-from tasks.market.sources import SyntheticSource, make_source
+from tasks.market.sources import make_source
+from tasks.market.synthetic import SyntheticSource
 from tasks.market.store import load_bars, market_dir, store_metadata
 
 SYMBOLS = ["^NSEI", "^BSESN", "TCS.NS", "RELIANCE.NS"]

@@ -333,7 +333,7 @@ def test_every_conversation_fits_the_max_length_of_the_cpu_and_gpu_profiles(buil
     # the 300 longest by characters include the longest in tokens.
     from transformers import AutoTokenizer
 
-    from tasks.training.base_model import find_embedded_gguf
+    from tasks.training.embedded import find_embedded_gguf
 
     gguf = find_embedded_gguf()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
