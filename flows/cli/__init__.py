@@ -23,7 +23,7 @@ from pathlib import Path
 import typer
 
 from adapters_registry.cli import build_app as build_registry_app
-from flows.cli import answer, data, runs, service
+from flows.cli import answer, common, data, runs, service
 
 DESCRIPTION = "Keep a small language model current on the Indian market: fetch, sample, train, gate, promote."
 
@@ -58,3 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.TyperException as exc:  # a usage error: the message and click's status, 2
         exc.show()
         raise SystemExit(exc.exit_code) from None
+    except Exception as exc:  # the registry's app handles its own errors, not the home's lock (1)
+        from tasks.preflight import report_error
+
+        if common.is_debug("--debug" in args):
+            raise
+        return report_error(f"niftytune {args[0]}", exc)
