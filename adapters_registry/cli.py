@@ -212,7 +212,9 @@ COMMANDS = {"list": list_versions, "show": show, "promoted": promoted, "history"
 READ_COMMANDS = ("list", "show", "promoted", "history", "champion-at", "verify")
 
 
-def _options(home: Home = None) -> None:
+def _options(home: Home = None,
+             debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an unexpected error")]
+             = False) -> None:
     """Query, roll back and verify the adapter registry."""
 
 
