@@ -31,7 +31,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import benchmarks.offline_prefect  # noqa: E402,F401  (Prefect, or its stand-in on a GPU host)
 
 QUESTIONS = ROOT / "benchmarks" / "questions"
 HANDWRITTEN = {"handwritten": QUESTIONS / "handwritten.jsonl", "handwritten2": QUESTIONS / "handwritten2.jsonl"}

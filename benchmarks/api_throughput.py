@@ -8,7 +8,7 @@ to docs/PERFORMANCE.md ("Answer API").
     .venv/bin/niftytune run --home .bench/api --source synthetic --profile cpu --as-of 2026-11-19
     # 2. measure; the server is `niftytune api` in a child process, the clients are threads here
     .venv/bin/python benchmarks/api_throughput.py run --home .bench/api --device cpu
-    # on a GPU machine (no Prefect needed: benchmarks/offline stands in for it)
+    # on a GPU machine (no Prefect needed: the server is tasks.answering.api.run_api)
     python benchmarks/api_throughput.py run --home .bench/api --device cuda --json $OUT/api.json
 
 Every request is a grounded question about a different ticker of the synthetic universe (non-streamed,
@@ -52,11 +52,15 @@ def prepare(home: Path) -> None:
 
 
 def serve(argv: list[str]) -> None:
-    """`niftytune api` (with Prefect's stand-in where Prefect is not installed)."""
-    import benchmarks.offline_prefect  # noqa: F401
-    from flows.cli import main
+    """What `niftytune api` runs (`tasks.answering.api.run_api`: no Prefect, which a GPU host may lack)."""
+    from tasks.answering.api import run_api
 
-    sys.exit(main(["api", *argv]))
+    parser = argparse.ArgumentParser(prog="api_throughput.py serve")
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--max-batch", type=int, required=True)
+    args = parser.parse_args(argv)
+    run_api(args.home, host="127.0.0.1", port=args.port, token=None, poll_seconds=2.0, max_batch=args.max_batch)
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,6 @@ PROCESS_START = time.perf_counter()  # before torch, transformers & co. are impo
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_AS_OF = date(2026, 11, 20)  # the session every benchmark sample set is built for
 sys.path.insert(0, str(ROOT))
-import benchmarks.offline_prefect  # noqa: E402,F401  (Prefect, or its stand-in on a GPU host)
 
 from benchmarks.gpu_checks import attnbench, genprof, packcheck, profile_setup, timed  # noqa: E402
 
@@ -105,7 +104,7 @@ def prepare(out: Path, n_train: int, n_val: int) -> None:
         if f.name.startswith(("tokenizer", "special_tokens", "chat_template", "generation_config")):
             shutil.copy2(f, tok_dir / f.name)
     cfg = load_config("gpu", {"market.source": "synthetic", "samples.max_train_samples": n_train,
-                              "samples.max_val_samples": n_val, "samples.val_recent_sessions": 8})
+                              "samples.max_val_samples": n_val})
     sample_set = synthetic_samples(home, cfg)
     dest = out / "samples"
     shutil.rmtree(dest, ignore_errors=True)

@@ -65,6 +65,6 @@ def start_server(home: Path, *, host: str = "127.0.0.1", port: int = 4200) -> No
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     print(f"Prefect UI: http://{host}:{port}  (database under {home / 'prefect'}; Ctrl-C stops it)", flush=True)
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
-    from tasks.processes import run_foreground  # SIGTERM reaches the server; it dies with this process
+    from flows.processes import run_foreground  # SIGTERM reaches the server; it dies with this process
 
     return run_foreground(command, env=env)

@@ -18,16 +18,16 @@ from pydantic import Field
 
 from flows.fetch_market import fetch_and_commit
 from flows.parameters import RetrainParameters
+from flows.progress import send_module_logs_to_run
+from flows.steps import (build_sample_files, publish_noop, publish_run, publish_skip, register_candidate,
+                         resolve_trading_session, score_candidate, train_candidate)
 from tasks import reporting
 from tasks.config import resolve_home
-from tasks.evaluation.score import score_candidate
 from tasks.housekeeping import tidy_home
 from tasks.market import data as market_data
-from tasks.progress import send_module_logs_to_run
-from tasks.promotion import decide_promotion, existing_decision, register_candidate
+from tasks.promotion import decide_promotion, existing_decision
 from tasks.runlock import run_lock
-from tasks.samples.build import build_sample_files
-from tasks.training.train import check_training_extras, train_candidate
+from tasks.training.train import check_training_extras
 
 
 # log_prints stays off: libraries print to stdout on purpose (dill captures dis output) and
@@ -54,9 +54,9 @@ def daily_retrain(params: Annotated[RetrainParameters, Field(json_schema_extra={
 
     # 1. Which session? A weekend or an NSE holiday is a clean, reported skip.
     with timer("session"):
-        session = market_data.resolve_trading_session(params.as_of or market_data.today_in_kolkata(), cfg.market)
+        session = resolve_trading_session(params.as_of or market_data.today_in_kolkata(), cfg.market)
     if not session.is_session:
-        return reporting.publish_skip(home, session, f"skipped: not a trading day ({session.reason})")
+        return publish_skip(home, session, f"skipped: not a trading day ({session.reason})")
 
     # One writer at a time, also for runs started outside the deployment; first clean up what
     # killed runs left (and finish a promotion one decided), before anything can fill the disk.
@@ -66,7 +66,7 @@ def daily_retrain(params: Annotated[RetrainParameters, Field(json_schema_extra={
         # 2. Idempotent per session: a decided session is a no-op unless forced.
         previous = existing_decision(home, session.session)
         if previous and not params.force:
-            return reporting.publish_noop(home, session, previous)
+            return publish_noop(home, session, previous)
 
         with market_data.store_snapshot(home):  # restores the store if anything below fails
             # 3. Fetch the new bars (retried on transient faults) and merge them atomically.
@@ -93,5 +93,5 @@ def daily_retrain(params: Annotated[RetrainParameters, Field(json_schema_extra={
                 reporting.remove_run_dir(candidate)
 
     # 9. Report: decision, coverage, accuracy and the registered version as artifacts.
-    return reporting.publish_run(home, session, coverage, sample_set, scores, decision, version, timer,
+    return publish_run(home, session, coverage, sample_set, scores, decision, version, timer,
                                  params.dry_run)

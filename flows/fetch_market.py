@@ -15,10 +15,10 @@ from pathlib import Path
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.market.calendar import TradingSession, resolve_session, today_in_kolkata
+from flows.steps import commit_bars, fetch_task
 from tasks.config import Config
-from tasks.market.data import (FetchReport, MarketDataError, TickerReport, TransientFetchError, commit_bars,
-                               fetch_task)
+from tasks.market.calendar import TradingSession, resolve_session, today_in_kolkata
+from tasks.market.data import FetchReport, MarketDataError, TickerReport, TransientFetchError
 from tasks.market.sources import FetchError
 
 

@@ -18,9 +18,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from adapters_registry import LedgerEntry, Registry, RegistryError, VersionInfo
 from tasks.config import Config
 
@@ -152,7 +149,8 @@ def existing_decision(home: str | Path, session: date) -> LedgerEntry | None:
     return entries[-1] if entries else None
 
 
-def build_lineage(cfg: Config, candidate: Any, sample_set: Any, scores: Any, coverage: Any = None) -> dict[str, Any]:
+def build_lineage(cfg: Config, candidate: Any, sample_set: Any, scores: Any, coverage: Any = None,
+                  flow_run_id: str | None = None) -> dict[str, Any]:
     """The manifest fields of a candidate: base model, data, config, scores, reproducibility."""
     training = json.loads(Path(candidate.training_json).read_text())
     base = candidate.base
@@ -166,32 +164,23 @@ def build_lineage(cfg: Config, candidate: Any, sample_set: Any, scores: Any, cov
                           "content": sample_set.content_hash},
         "library_versions": training.get("libraries", {}),
         "seed": cfg.training.seed,
-        "flow_run_id": _flow_run_id(),
+        "flow_run_id": flow_run_id,
         "session": str(sample_set.session),
         "training": training,
         "coverage": _jsonable(coverage) if coverage is not None else {},
     }
 
 
-# Never cached: a registration served from a cache would leave the registry unchanged.
-@task(name="register-candidate", cache_policy=NO_CACHE)
 def register_candidate(home: Path, cfg: Config, candidate: Any, sample_set: Any, scores: Any, decision: Decision,
-                       coverage: Any = None) -> VersionInfo:
+                       coverage: Any = None, flow_run_id: str | None = None) -> VersionInfo:
     """Register the evaluated candidate with its decision (the pointer moves only on promote, and
     only if the champion it was scored against is still the champion); then apply retention."""
     registry = Registry(home, lock_timeout=cfg.registry.lock_timeout_seconds)
-    info = registry.register(candidate.adapter_dir, build_lineage(cfg, candidate, sample_set, scores, coverage),
+    lineage = build_lineage(cfg, candidate, sample_set, scores, coverage, flow_run_id)
+    info = registry.register(candidate.adapter_dir, lineage,
                              decision, promote=decision.promote, expected_champion=scores.champion_at_scoring)
     registry.prune(cfg.registry.keep_promoted, cfg.registry.keep_rejected)
     return info
-
-
-def _flow_run_id() -> str | None:
-    try:
-        from prefect.runtime import flow_run
-        return flow_run.id
-    except Exception:  # outside a flow run there is none, which is fine
-        return None
 
 
 def _jsonable(value: Any) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""What a daily run tells people: Prefect artifacts with stable keys (so the UI shows their
-history run after run), per-stage timings, and the one-screen summary `niftytune run` prints.
+"""What a daily run tells people: the contents of its Prefect artifacts, with stable keys (so
+the UI shows their history run after run; `flows.steps.publish_run` publishes them), per-stage
+timings, and the one-screen summary `niftytune run` prints.
 
 Artifact keys: `daily-retrain-decision` (markdown), `market-coverage` (table),
 `answer-accuracy` (table), `registered-version` (markdown: the version and its folder as text;
@@ -18,10 +19,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
-
-from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 DECISION_KEY = "daily-retrain-decision"
 COVERAGE_KEY = "market-coverage"
@@ -97,29 +94,36 @@ def _decision_markdown(summary: RunSummary, extra: list[str]) -> str:
     return "\n".join(lines)
 
 
-def publish_skip(home: Path, session: Any, message: str) -> RunSummary:
+@dataclass(frozen=True)
+class Artifact:
+    """One artifact of a run: `markdown` (a str body) or `table` (a list of row dicts)."""
+
+    kind: str
+    key: str
+    body: Any
+    description: str
+
+
+def skip_report(home: Path, session: Any, message: str) -> tuple[RunSummary, list[Artifact]]:
     """A non-session day: a clean, reported skip (Completed, no fetch, no training)."""
     summary = RunSummary(session.as_of, session.session, "skipped", message, champion=_champion(home))
     extra = [f"- as of: {summary.as_of}; the last NSE session before it: {summary.session}",
              "- nothing was fetched, trained or registered",
              f"- champion: {summary.champion} (unchanged)" if summary.champion
              else "- champion: none yet (answers come from the base model)"]
-    create_markdown_artifact(_decision_markdown(summary, extra), key=DECISION_KEY,
-                             description=f"{summary.as_of}: skipped")
     log.info(message)
-    return summary
+    markdown = _decision_markdown(summary, extra)
+    return summary, [Artifact("markdown", DECISION_KEY, markdown, f"{summary.as_of}: skipped")]
 
 
-def publish_noop(home: Path, session: Any, previous: Any) -> RunSummary:
+def noop_report(home: Path, session: Any, previous: Any) -> tuple[RunSummary, list[Artifact]]:
     """A session that already has a decision: say so and change nothing."""
     message = (f"no-op: session {session.session} already has a decision ({previous.version}, "
                f"{previous.time:%Y-%m-%d %H:%M}); pass force=true to retrain it")
     summary = RunSummary(session.as_of, session.session, "no-op", message, version=previous.version,
                          champion=_champion(home))
-    create_markdown_artifact(_decision_markdown(summary, []), key=DECISION_KEY,
-                             description=f"{summary.as_of}: no-op")
     log.info(message)
-    return summary
+    return summary, [Artifact("markdown", DECISION_KEY, _decision_markdown(summary, []), f"{summary.as_of}: no-op")]
 
 
 def _cut(text: str, width: int = NOTES_WIDTH) -> str:
@@ -185,10 +189,9 @@ def _run_details(summary: RunSummary, coverage: Any, sample_set: Any, scores: An
             f"- data: {len(coverage.tickers)} tickers from {coverage.source}, {_data_window(sample_set)}"]
 
 
-@task(name="publish-report", cache_policy=NO_CACHE)
-def publish_run(home: Path, session: Any, coverage: Any, sample_set: Any, scores: Any, decision: Any,
-                version: Any, timer: StageTimer, dry_run: bool) -> RunSummary:
-    """Artifacts for a trained session: decision, coverage, accuracy, registered version."""
+def run_report(home: Path, session: Any, coverage: Any, sample_set: Any, scores: Any, decision: Any,
+               version: Any, timer: StageTimer, dry_run: bool) -> tuple[RunSummary, list[Artifact]]:
+    """The summary of a trained session and its artifacts: decision, coverage, accuracy, version."""
     status = "dry-run" if dry_run else ("promoted" if decision.promote else "rejected")
     summary = RunSummary(
         session.as_of, session.session, status, decision.reason,
@@ -196,16 +199,15 @@ def publish_run(home: Path, session: Any, coverage: Any, sample_set: Any, scores
         losses={m: s.loss for m, s in scores.scores.items()},
         accuracy={m: s.accuracy_overall for m, s in scores.scores.items()}, timings=dict(timer.seconds))
     extra = _run_details(summary, coverage, sample_set, scores, decision)
-    create_markdown_artifact(_decision_markdown(summary, extra), key=DECISION_KEY,
-                             description=f"{summary.as_of}: {status}")
-    create_table_artifact(_coverage_table(coverage), key=COVERAGE_KEY,
-                          description=f"market coverage for {summary.session}")
-    create_table_artifact(_accuracy_table(scores), key=ACCURACY_KEY,
-                          description=f"answer accuracy per question family for {summary.session}")
+    artifacts = [
+        Artifact("markdown", DECISION_KEY, _decision_markdown(summary, extra), f"{summary.as_of}: {status}"),
+        Artifact("table", COVERAGE_KEY, _coverage_table(coverage), f"market coverage for {summary.session}"),
+        Artifact("table", ACCURACY_KEY, _accuracy_table(scores),
+                 f"answer accuracy per question family for {summary.session}")]
     if version is not None:
-        create_markdown_artifact(_version_markdown(version, status, home), key=VERSION_KEY,
-                                 description=f"registered version for {summary.session} ({status})")
-    return summary
+        artifacts.append(Artifact("markdown", VERSION_KEY, _version_markdown(version, status, home),
+                                  f"registered version for {summary.session} ({status})"))
+    return summary, artifacts
 
 
 def log_decision(scores: Any, decision: Any) -> None:

@@ -30,7 +30,7 @@ DESCRIPTION = "Keep a small language model current on the Indian market: fetch, 
 
 def _rollback_guard(home: Path):
     """One writer per home: a rollback waits for no run, it is refused while one holds the home."""
-    from tasks.preflight import writing
+    from flows.preflight import writing
 
     return writing(home, registry=False, prefect=False)
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         raise SystemExit(exc.exit_code) from None
     except Exception as exc:  # the registry's app handles its own errors, not the home's lock (1)
-        from tasks.preflight import report_error
+        from flows.preflight import report_error
 
         if common.is_debug("--debug" in args):
             raise

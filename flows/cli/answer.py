@@ -93,7 +93,7 @@ def api(host: Annotated[str, typer.Option("--host", help="bind address (127.0.0.
         home: Home = None, debug: Debug = False) -> int:
     path = prepare_home(home)
     from tasks.answering.api import TOKEN_ENV, is_loopback, run_api
-    from tasks.preflight import UserError
+    from flows.preflight import UserError
 
     token = os.environ.get(TOKEN_ENV) or None
     if not token and not is_loopback(host):

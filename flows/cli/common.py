@@ -65,7 +65,7 @@ class ConfigChoice(NamedTuple):
 
     def resolve(self) -> Any:
         """The resolved config; UserError (exit status 2) naming the field or the profile."""
-        from tasks.preflight import UserError, checked_config
+        from flows.preflight import UserError, checked_config
 
         try:
             merged = self.overrides()
@@ -136,7 +136,7 @@ def boundary(name: str, command: Callable[..., int]) -> Callable[..., int]:
             print("niftytune: interrupted", file=sys.stderr)
             return 130
         except Exception as exc:
-            from tasks.preflight import report_error
+            from flows.preflight import report_error
 
             if is_debug(kwargs.get("debug", False)):
                 raise
@@ -180,7 +180,7 @@ def flow_logs(debug: bool) -> None:
     """A flow's console logs show an expected error (Yahoo unreachable, a bad CSV) as Prefect's
     one-line messages, without tracebacks; --debug keeps them."""
     if not is_debug(debug):
-        from tasks.preflight import hide_expected_tracebacks
+        from flows.preflight import hide_expected_tracebacks
 
         hide_expected_tracebacks()
 

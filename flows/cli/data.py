@@ -12,7 +12,7 @@ app = typer.Typer()
 
 def _checked(config: ConfigChoice, as_of) -> object:
     """The resolved config; a bad flag, profile or date fails before anything is created."""
-    from tasks.preflight import check_not_future
+    from flows.preflight import check_not_future
 
     check_not_future(as_of, "--as-of")
     return config.resolve()
@@ -28,7 +28,7 @@ def fetch(config: ConfigChoice, as_of: AsOf = None, home: Home = None, debug: De
     flow_logs(debug)
     from flows.fetch_market import format_fetch_report, run_fetch
     from tasks.market.data import CoverageError
-    from tasks.preflight import writing
+    from flows.preflight import writing
 
     try:
         with writing(path), progress(f"fetching {len(cfg.market.tickers)} tickers from {cfg.market.source}"):
@@ -47,7 +47,7 @@ def fetch(config: ConfigChoice, as_of: AsOf = None, home: Home = None, debug: De
 def samples(config: ConfigChoice, as_of: AsOf = None, home: Home = None, debug: Debug = False) -> int:
     cfg = _checked(config, as_of)
     path = prepare_home(home)
-    from tasks.preflight import writing
+    from flows.preflight import writing
     from tasks.samples.build import build_samples, format_sample_report
     from tasks.training.base_model import load_tokenizer, resolve_base_model
 
@@ -65,7 +65,7 @@ def samples(config: ConfigChoice, as_of: AsOf = None, home: Home = None, debug: 
 def train(config: ConfigChoice, as_of: AsOf = None, home: Home = None, debug: Debug = False) -> int:
     cfg = _checked(config, as_of)
     path = prepare_home(home)
-    from tasks.preflight import writing
+    from flows.preflight import writing
     from tasks.samples.build import build_samples
     from tasks.training.train import format_candidate, train_adapter
 

@@ -17,7 +17,7 @@ Force = Annotated[bool, typer.Option("--force", help="rerun a session that alrea
 def _start(config: ConfigChoice, home: str | None, debug: bool, **days: date | None):
     """Check the dates and the config (a bad one fails here, before Prefect starts), then set up
     the home, Prefect's API and its console logs; the home's path."""
-    from tasks.preflight import check_not_future
+    from flows.preflight import check_not_future
 
     for flag, day in days.items():
         check_not_future(day, "--" + flag)
@@ -38,7 +38,7 @@ def run(config: ConfigChoice, as_of: AsOf = None, force: Force = False,
         home: Home = None, debug: Debug = False) -> int:
     path = _start(config, home, debug, **{"as-of": as_of})
     from flows.daily_retrain import RetrainParameters, daily_retrain
-    from tasks.preflight import writing
+    from flows.preflight import writing
     from tasks.promotion import resolve_champion
     from tasks.reporting import format_run_summary
 
@@ -59,14 +59,14 @@ def backfill(config: ConfigChoice,
              to_date: Annotated[date, date_option("--to", "the last day (YYYY-MM-DD)")],
              force: Annotated[bool, typer.Option("--force", help="rerun sessions that already have a decision")]
              = False, home: Home = None, debug: Debug = False) -> int:
-    from tasks.preflight import UserError
+    from flows.preflight import UserError
 
     if to_date < from_date:
         raise UserError(f"--to {to_date} is before --from {from_date}")
     path = _start(config, home, debug, to=to_date)
     from flows.backfill import backfill as backfill_flow
     from flows.daily_retrain import RetrainParameters
-    from tasks.preflight import writing
+    from flows.preflight import writing
     from tasks.promotion import resolve_champion
     from tasks.reporting import format_backfill_table
 

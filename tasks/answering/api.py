@@ -144,8 +144,6 @@ def run_api(home: Path, *, host: str, port: int, token: str | None, poll_seconds
     """Load the champion, then serve until interrupted (the token is never printed or logged)."""
     import uvicorn
 
-    import tasks.evaluation.score  # noqa: F401  imports Prefect, whose logging setup reconfigures uvicorn's loggers (the
-    # access log went silent at the first answer): done before uvicorn.run applies its own configuration
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("tasks.answering").addHandler(handler)

@@ -22,11 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
-from tasks.samples.chat import Message, render_prompt, tokenize_conversations
 from tasks.config import Config
+from tasks.samples.chat import Message, render_prompt, tokenize_conversations
 
 log = logging.getLogger(__name__)
 
@@ -372,8 +369,6 @@ def load_for_scoring(ref: Any, cfg: Config) -> tuple[Any, Any, bool]:
     return model, tokenizer, cfg.evaluation.dequantize_base and dequantize_for_scoring(model)
 
 
-# Never cached: scores are only comparable when computed together, now.
-@task(name="score-candidate", cache_policy=NO_CACHE)
 def score_candidate(home: Path, cfg: Config, candidate: Any, sample_set: Any) -> ScoreReport:
     """Score base, champion (verified first; fails closed) and candidate on the session's
     val.jsonl in this process, with the base loaded once. A champion trained on another base

@@ -28,21 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.tasks import Task, exponential_backoff
 
-from tasks.market.calendar import (TradingSession, non_session_reason, previous_sessions, resolve_session,
-                            sessions_between, today_in_kolkata)
 from tasks.config import Config, MarketConfig
+from tasks.market.calendar import (TradingSession, non_session_reason, previous_sessions, resolve_session,
+                                   sessions_between, today_in_kolkata)
 from tasks.market.sources import PermanentFetchError, TransientFetchError, make_source
-from tasks.market.store import (COLUMNS, PRICES, BarValidationError, MarketDataError, bars_path, check_bars, load_bars, read_bars_file,
-                                remove_leftovers, session_index, staging_path, store_lock, store_metadata,
-                                store_snapshot, stored_symbols, utc_now_iso, write_bars)
+from tasks.market.store import (COLUMNS, PRICES, BarValidationError, MarketDataError, bars_path, check_bars,
+                                load_bars, read_bars_file, remove_leftovers, session_index, staging_path, store_lock,
+                                store_metadata, store_snapshot, stored_symbols, utc_now_iso, write_bars)
 
 __all__ = ["BarValidationError", "CoverageError", "FetchReport", "MarketDataError", "PermanentFetchError",
-           "TickerReport", "TradingSession", "TransientFetchError", "commit_bars", "fetch_new_bars",
-           "is_transient", "load_bars", "resolve_session", "store_metadata", "store_snapshot", "stored_symbols",
+           "TickerReport", "TradingSession", "TransientFetchError", "commit_staged", "fetch_new_bars",
+           "load_bars", "resolve_session", "store_metadata", "store_snapshot", "stored_symbols",
            "today_in_kolkata"]
 
 log = logging.getLogger(__name__)
@@ -297,46 +294,8 @@ def commit_staged(home: Path, cfg: Config, session: TradingSession, staged: dict
     return replace(report, committed=True)
 
 
-def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect `retry_condition_fn`: retry a fetch only on a TransientFetchError."""
-    try:
-        state.result()
-    except TransientFetchError:
-        return True
-    except Exception:
-        return False
-    return False
-
-
 def fetch_new_bars(home: Path, cfg: Config, symbol: str, session: TradingSession) -> Path:
     """Fetch and validate the bars of `symbol` since its last stored session; return the staged file."""
     path = stage_new_bars(home, cfg.market, symbol, session)
     log.info("%s: staged %s", symbol, path.name)
     return path
-
-
-def fetch_task(cfg: Config) -> Task:
-    """`fetch_new_bars` as the flows run it: a Prefect task retried on transient faults with the
-    config's `market.fetch_*` budget. The only place those retries are set: decorator arguments
-    are fixed at import, so a decorated default would differ from what a run is configured with."""
-    market = cfg.market
-    return task(fetch_new_bars, name="fetch-new-bars", task_run_name="fetch-{symbol}", cache_policy=NO_CACHE,
-                retries=market.fetch_retries, retry_condition_fn=is_transient,
-                retry_delay_seconds=exponential_backoff(backoff_factor=market.fetch_backoff_seconds),
-                retry_jitter_factor=market.fetch_jitter_factor)
-
-
-@task(name="commit-bars", cache_policy=NO_CACHE)
-def commit_bars(home: Path, cfg: Config, session: TradingSession, staged: dict[str, Path],
-                failures: dict[str, str]) -> FetchReport:
-    """Fail on poor coverage (store untouched), else merge all staged bars into the store."""
-    report = commit_staged(home, cfg, session, staged, failures)
-    get_run_logger().info("market data committed for session %s (coverage %.0f%%)",
-                          session.session, 100 * report.coverage)
-    return report
-
-
-@task(name="resolve-session", cache_policy=NO_CACHE)
-def resolve_trading_session(as_of: date, market: MarketConfig) -> TradingSession:
-    """The NSE session due as of `as_of`: a weekend or holiday comes back with is_session False."""
-    return resolve_session(as_of, market)

@@ -35,20 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.answering.facts import YEAR_DAYS, Series
 from tasks.answering.ground import MarketView
-from tasks.samples.chat import render_conversation
 from tasks.config import Config
 from tasks.market.store import load_bars
+from tasks.samples.chat import render_conversation
 from tasks.samples.families import FAMILIES
 from tasks.samples.format import stable_digest
 from tasks.samples.questions import collect_facts, plan, render
 from tasks.samples.store import SampleSet, read_jsonl, save_sample_set
 
-__all__ = ["SampleDataError", "SampleSet", "build_sample_files", "build_sample_set", "build_samples",
+__all__ = ["SampleDataError", "SampleSet", "build_sample_set", "build_samples",
            "build_samples_from_bars", "format_sample_report", "read_jsonl"]
 
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
@@ -215,12 +213,3 @@ def format_sample_report(sample_set: SampleSet, tokenizer: Any = None) -> str:
         else:
             lines += [f"{m['role']}: {m['content']}" for m in sample["messages"]]
     return "\n".join(lines)
-
-
-@task(name="build-samples", cache_policy=NO_CACHE)
-def build_sample_files(home: Path, cfg: Config, as_of: date) -> SampleSet:
-    """Build (or reuse) the session's sample files and log their counts and hash."""
-    sample_set = build_samples(home, cfg, as_of)
-    get_run_logger().info("samples %s: %d train, %d val, content sha256 %s", sample_set.session,
-                          sample_set.n_train, sample_set.n_val, sample_set.content_hash[:12])
-    return sample_set

@@ -25,13 +25,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
-from tasks.training.base_model import (BaseModelRef, build_bnb_config, default_device, load_base,  # noqa: F401
-                              resolve_base_model, resolve_compute_dtype)
-from tasks.samples.chat import tokenize_conversations
 from tasks.config import Config, TrainingConfig
+from tasks.samples.chat import tokenize_conversations
+from tasks.training.base_model import (  # noqa: F401
+    BaseModelRef,
+    build_bnb_config,
+    default_device,
+    load_base,
+    resolve_base_model,
+    resolve_compute_dtype,
+)
 
 if TYPE_CHECKING:  # imported where used: the training task times its imports
     import torch
@@ -249,8 +252,8 @@ def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool,
     t, phases = cfg.training, _Phases()
     log.debug("training run %s with config %s", run_dir.name, cfg.model_dump_json())  # also in the manifest
     with phases("imports"):  # peft, trl, transformers' Trainer, bitsandbytes: seconds, once per process
-        from peft import prepare_model_for_kbit_training
         import trl  # noqa: F401
+        from peft import prepare_model_for_kbit_training
         from transformers import Trainer  # noqa: F401
     with phases("load"):
         ref = resolve_base_model(t, home)
@@ -319,16 +322,3 @@ def format_candidate(candidate: Candidate) -> str:
         f"at step {candidate.best_step} of {record['steps_trained']}"
         + (" (stopped early)" if record["stopped_early"] else ""),
         f"tokens seen {record['tokens_seen']:,}; {phases}"])
-
-
-# Not retried: a failed run is a bug or a bad config, and training again costs minutes.
-# Never cached: each run trains a fresh adapter (the flow decides whether a day is done).
-@task(name="train-adapter", cache_policy=NO_CACHE)
-def train_candidate(home: Path, cfg: Config, sample_set: Any) -> Candidate:
-    """Train a fresh adapter on the session's samples (the run folder is removed on failure,
-    and by the next writer's cleanup if this process is killed: its id marks it as scratch);
-    progress goes to the run's logs."""
-    from tasks.housekeeping import scratch_run_id
-    from tasks.progress import training_progress
-
-    return train_adapter(home, cfg, sample_set, run_id=scratch_run_id(), callbacks=[training_progress()])

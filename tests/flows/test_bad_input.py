@@ -16,9 +16,9 @@ import pytest
 from adapters_registry import Registry
 from flows import daily_retrain
 from flows.cli import main
-from tasks import processes
+from flows import processes
 from tasks.market.sources import TransientFetchError
-from tasks.preflight import OneLineForExpectedErrors
+from flows.preflight import OneLineForExpectedErrors
 from tests.adapters_registry.fakes import decision, lineage, make_fake_adapter
 from tests.flows.conftest import HOLD_LOCK, clean_env, free_port
 

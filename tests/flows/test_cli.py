@@ -14,9 +14,8 @@ import httpx
 import pytest
 import typer
 
-from flows import daily_retrain
+from flows import daily_retrain, processes
 from flows.cli import build_app, common, main
-from tasks import processes
 from tasks.market.calendar import resolve_session
 from tasks.config import load_config
 from tasks.market.data import commit_staged, stage_new_bars

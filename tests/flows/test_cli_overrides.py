@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from flows import daily_retrain
 from flows.cli import common, main
 from flows.daily_retrain import RetrainParameters
-from tasks import overrides, processes
+from flows import processes
+from tasks import overrides
 from tasks.config import load_config
 from tasks.reporting import RunSummary
 

@@ -12,10 +12,11 @@ from prefect.tasks import exponential_backoff
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.fetch_market import format_fetch_report, run_fetch
-from tasks.market.calendar import resolve_session
+from flows.steps import fetch_task, is_transient
 from tasks.config import Config, MarketConfig, TickerSpec
+from tasks.market.calendar import resolve_session
 from tasks.market.data import (BarValidationError, CoverageError, PermanentFetchError, TransientFetchError,
-                               fetch_new_bars, fetch_task, is_transient)
+                               fetch_new_bars)
 from tasks.market.store import market_dir
 
 

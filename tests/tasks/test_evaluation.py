@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import pytest
 
 from adapters_registry import Registry
-from tasks.training.base_model import hash_weight_files, resolve_base_model
-from tasks.samples.chat import tokenize_conversation
 from tasks.config import Config, TrainingConfig
 from tasks.evaluation.score import (ValidationFileError, load_number_accuracy, read_validation, score_candidate,
-                              score_models, select_probes)
+                                    score_models, select_probes)
 from tasks.promotion import ChampionUnavailableError, decide_promotion
+from tasks.samples.chat import tokenize_conversation
+from tasks.training.base_model import hash_weight_files, resolve_base_model
 from tests.adapters_registry.fakes import decision, lineage, make_lora_adapter
 from tests.tinymodel import build_tiny_model
 
@@ -88,12 +88,12 @@ def test_the_daily_scoring_verifies_and_scores_the_champion_beside_the_candidate
     ref = resolve_base_model(TrainingConfig(base_model=str(tiny_model_dir)), home)
     candidate = SimpleNamespace(adapter_dir=adapter, base=ref)
     sample_set = SimpleNamespace(val_path=val_path, val_hash=hashlib.sha256(val_path.read_bytes()).hexdigest())
-    first = score_candidate.fn(home, config, candidate, sample_set)
+    first = score_candidate(home, config, candidate, sample_set)
     assert set(first.scores) == {"base", "candidate"} and first.champion_version is None
     fields = {**lineage(base_identity=ref.identity, file_hash=ref.file_hash), "scores": first.to_dict()}
     champion = Registry(home).register(adapter, fields, decision(True, "base"), promote=True)
 
-    second = score_candidate.fn(home, config, candidate, sample_set)
+    second = score_candidate(home, config, candidate, sample_set)
     assert second.champion_version == champion.version
     assert abs(second.scores["champion"].loss - second.scores["candidate"].loss) < 1e-6
     assert abs(second.scores["candidate"].loss - first.scores["candidate"].loss) < 1e-6
@@ -101,7 +101,7 @@ def test_the_daily_scoring_verifies_and_scores_the_champion_beside_the_candidate
     weights = champion.path / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
     with pytest.raises(ChampionUnavailableError):
-        score_candidate.fn(home, config, candidate, sample_set)
+        score_candidate(home, config, candidate, sample_set)
 
 
 def test_a_champion_trained_on_another_base_model_is_not_scored_and_the_gate_says_so(tmp_path, tiny_model_dir,
@@ -116,7 +116,7 @@ def test_a_champion_trained_on_another_base_model_is_not_scored_and_the_gate_say
     new = resolve_base_model(TrainingConfig(base_model=str(other)), home)
     candidate = SimpleNamespace(adapter_dir=make_lora_adapter(other, tmp_path / "run" / "adapter", seed=4), base=new)
     sample_set = SimpleNamespace(val_path=val_path, val_hash=hashlib.sha256(val_path.read_bytes()).hexdigest())
-    report = score_candidate.fn(home, config, candidate, sample_set)
+    report = score_candidate(home, config, candidate, sample_set)
     assert set(report.scores) == {"base", "candidate"} and report.champion_version is None
     assert report.incomparable_champion == champion.version
     assert old.identity in report.incomparable_reason and new.identity in report.incomparable_reason

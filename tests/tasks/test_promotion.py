@@ -180,10 +180,10 @@ def test_decide_promotion_gates_on_the_scored_accuracies():
 def test_register_candidate_records_every_candidate_and_moves_the_pointer_only_on_promote(tmp_path):
     home, cfg = tmp_path / "home", Config()
     first_scores = report(1.0, base=1.5)
-    first = register_candidate.fn(home, cfg, *run_of(tmp_path, 1), first_scores,
+    first = register_candidate(home, cfg, *run_of(tmp_path, 1), first_scores,
                                   decide_promotion(first_scores, MIN_DELTA), {"coverage": 1.0})
     worse_scores = report(1.1, base=1.5, champion=1.0, champion_version=first.version)
-    worse = register_candidate.fn(home, cfg, *run_of(tmp_path, 2), worse_scores,
+    worse = register_candidate(home, cfg, *run_of(tmp_path, 2), worse_scores,
                                   decide_promotion(worse_scores, MIN_DELTA))
     registry = Registry(home)
     assert registry.champion().version == first.version and not worse.promoted
@@ -199,9 +199,9 @@ def test_register_candidate_records_every_candidate_and_moves_the_pointer_only_o
 def test_register_candidate_refuses_a_decision_against_a_superseded_champion(tmp_path):
     home, cfg = tmp_path / "home", Config()
     scores = report(1.0, base=1.5)
-    register_candidate.fn(home, cfg, *run_of(tmp_path, 1), scores, decide_promotion(scores, MIN_DELTA))
+    register_candidate(home, cfg, *run_of(tmp_path, 1), scores, decide_promotion(scores, MIN_DELTA))
     with pytest.raises(ChampionChangedError):  # scored before the first promotion landed
-        register_candidate.fn(home, cfg, *run_of(tmp_path, 2), scores, decide_promotion(scores, MIN_DELTA))
+        register_candidate(home, cfg, *run_of(tmp_path, 2), scores, decide_promotion(scores, MIN_DELTA))
 
 
 def test_a_candidate_gated_against_the_base_replaces_a_champion_of_another_base_model(tmp_path):
@@ -209,10 +209,10 @@ def test_a_candidate_gated_against_the_base_replaces_a_champion_of_another_base_
     its own base model and, when promoted, replaces the champion of the old one."""
     home, cfg = tmp_path / "home", Config()
     scores = report(1.0, base=1.5)
-    first = register_candidate.fn(home, cfg, *run_of(tmp_path, 1), scores, decide_promotion(scores, MIN_DELTA))
+    first = register_candidate(home, cfg, *run_of(tmp_path, 1), scores, decide_promotion(scores, MIN_DELTA))
     why = f"champion {first.version} was trained on another base model"
     scores = replace(report(1.0, base=1.5), incomparable_champion=first.version, incomparable_reason=why)
     d = decide_promotion(scores, MIN_DELTA)
     assert d.promote and d.baseline == "base" and d.reason.endswith(why)
-    second = register_candidate.fn(home, cfg, *run_of(tmp_path, 2), scores, d)
+    second = register_candidate(home, cfg, *run_of(tmp_path, 2), scores, d)
     assert Registry(home).champion().version == second.version and second.manifest.parent == first.version

@@ -86,8 +86,8 @@ def writing(home: Path, *, registry: bool = True, prefect: bool = True,
     clean up what killed writers left (before anything can fail on a full disk), run `check`,
     and start Prefect's temporary server as a child that dies with this process. Yields what
     the cleanup removed or recorded."""
+    from flows.processes import start_ephemeral_prefect
     from tasks.housekeeping import tidy_home
-    from tasks.processes import start_ephemeral_prefect
     from tasks.runlock import HOLDER_FILE, run_lock, write_holder
 
     check_home(home)
