@@ -10,14 +10,13 @@ roll back, verify.
 
 A table by default, JSON with `--json`. Exit status: 0 ok, 1 verify found problems or nothing
 is promoted, 2 a registry error (message on stderr). The registry stands alone: this module
-imports nothing of `tasks` or `flows`; `build_app(write_guard=...)` is how a CLI that mounts it
+imports nothing of `tasks` or `flows` (its home comes from `common`); `build_app(write_guard=...)` is how a CLI that mounts it
 holds its own lock around a rollback.
 """
 from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -30,6 +29,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from common.home import resolve_home
+
 from .format import VERSIONS_DIR, RegistryError
 from .queries import VersionInfo
 from .store import Registry
@@ -38,13 +39,6 @@ HOME_HELP = "runtime home (default: $NIFTYTUNE_HOME, else ./var)"
 Home = Annotated[Optional[str], typer.Option("--home", metavar="DIR", help=HOME_HELP)]
 Json = Annotated[bool, typer.Option("--json", help="print JSON (machine-readable) instead of a table")]
 WriteGuard = Callable[[Path], AbstractContextManager[Any]]
-
-
-def resolve_home(home: str | Path | None = None) -> Path:
-    """The runtime home: `home`, else `$NIFTYTUNE_HOME`, else `./var`; created if missing."""
-    path = Path(home or os.environ.get("NIFTYTUNE_HOME") or "var").expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _registry(ctx: typer.Context, home: str | None) -> Registry:

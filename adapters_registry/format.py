@@ -6,6 +6,7 @@ hand-edited file fails loudly with the path and what was expected instead of hal
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import date, datetime
 from pathlib import Path
@@ -54,6 +55,10 @@ class RegistryIntegrityError(RegistryError):
     """A version's files do not match the hashes in its manifest."""
 
 
+class NoChampionError(RegistryError):
+    """Nothing has been promoted yet (or the registry was rolled back to the base model)."""
+
+
 class VersionNotFoundError(RegistryError, KeyError):
     """No version of that id is in the registry."""
 
@@ -89,6 +94,10 @@ class BaseModelRecord(_Record):
 
 
 class DecisionRecord(_Record):
+    """The gate's verdict on one candidate (tasks.promotion.decide makes it; `Decision` there)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     promote: bool
     reason: str
     baseline: Literal["champion", "base"]
@@ -100,16 +109,34 @@ class DecisionRecord(_Record):
     max_accuracy_drop: float | None = None
     """The largest accuracy drop the gate allowed."""
 
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
 
 class ModelScoreRecord(_Record):
+    """One model's scores on the validation file (tasks.evaluation.score's `ModelScore` adds the
+    probe answers, which are not recorded)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     loss: float | None
+    """Token-weighted mean cross-entropy over every assistant token of the file (float32 logits);
+    None on disk when it was not finite."""
     n_tokens: int = Field(ge=0)
     accuracy: dict[str, float] | None = None
+    """Per family: share of the reference numbers the greedy probe answers got right."""
     accuracy_overall: float | None = None
+    """Share of the reference numbers of every probe (grounded and closed-book) answered right."""
     accuracy_by_mode: dict[str, float] | None = None
+    """The same share over the grounded probes and over the closed-book ones."""
 
 
 class ScoresRecord(_Record):
+    """Every model scored in one process on one validation file (tasks.evaluation.score's
+    `ScoreReport` adds what the gate needs in the run and the manifest does not keep)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     val_hash: str
     """sha256 of the val.jsonl every score below was computed on, in the same process."""
     val_path: str | None = None
@@ -122,7 +149,15 @@ class ScoresRecord(_Record):
     probe_ids: list[str] = Field(default_factory=list)
     """Ids of the validation questions answered greedily for the accuracy."""
     champion_version: str | None = None
-    """The version scored as `champion`."""
+    """The version scored as `champion` (the gate's decision is only valid against it)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON data (a loss that is not finite becomes None)."""
+        data = self.model_dump(mode="json")
+        for score in data["models"].values():
+            if isinstance(score["loss"], float) and not math.isfinite(score["loss"]):
+                score["loss"] = None
+        return data
 
     @model_validator(mode="after")
     def _roles(self) -> "ScoresRecord":

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .atomic import append_line_durably
+from common.files import append_line_durably
+
 from .format import LedgerEntry, RegistryCorruptError
 
 log = logging.getLogger(__name__)

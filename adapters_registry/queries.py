@@ -8,10 +8,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .format import (CHAMPION_EVENTS, CHAMPION_FILE, FORMAT_FILE, FORMAT_TEXT, FORMAT_VERSION, LEDGER_FILE,
-                     MANIFEST_FILE, REGISTRY_DIR, VERSION_ID, VERSIONS_DIR, ChampionPointer, LedgerEntry, Manifest,
-                     RegistryCorruptError, RegistryIntegrityError, VersionNotFoundError, read_json_record, version_seq)
-from .atomic import sha256_file
+from common.files import sha256_file
+
+from .format import (ADAPTER_WEIGHTS, CHAMPION_EVENTS, CHAMPION_FILE, FORMAT_FILE, FORMAT_TEXT, FORMAT_VERSION,
+                     LEDGER_FILE, MANIFEST_FILE, REGISTRY_DIR, VERSION_ID, VERSIONS_DIR, ChampionPointer, LedgerEntry,
+                     Manifest, NoChampionError, RegistryCorruptError, RegistryIntegrityError, VersionNotFoundError,
+                     read_json_record, version_seq)
 from .consistency import check_pointer, ledger_problems
 from .ledger import Ledger
 from .verify import outside_problems, verify_version_dir
@@ -88,6 +90,20 @@ class RegistryView:
         if problems:
             raise RegistryIntegrityError(f"champion {champion.version} fails verification: " + "; ".join(problems))
         return champion
+
+    def loadable(self, version: str | None = None) -> VersionInfo:
+        """`version` (default: the champion) after every check `verify` makes of it, with its
+        safetensors weights present: what a loader may read (tasks.answering.load_promoted).
+        NoChampionError when nothing is promoted; RegistryIntegrityError when a check fails."""
+        info = self.get(version) if version else self.champion()
+        if info is None:
+            raise NoChampionError(f"no promoted adapter in {self.root}; run the daily flow first")
+        problems = self.verify_version(info.version)
+        if problems:
+            raise RegistryIntegrityError(f"refusing to load {info.version}: " + "; ".join(problems))
+        if not (info.path / ADAPTER_WEIGHTS).is_file():
+            raise RegistryIntegrityError(f"{info.path}: no {ADAPTER_WEIGHTS} (only safetensors are loaded)")
+        return info
 
     def get(self, version: str) -> VersionInfo:
         """One version by id; VersionNotFoundError when absent (or pruned)."""

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .atomic import sha256_file, write_atomic
+from common.files import sha256_file, write_atomic
+
 from .consistency import PointerCheck, check_pointer, last_move
 from .format import (CHAMPION_EVENTS, CHAMPION_FILE, CHAMPION_TEMP_PREFIX, FORMAT_FILE, FORMAT_TEXT, FORMAT_VERSION,
                      MANIFEST_FILE, STAGING_DIR, VERSIONS_DIR, ChampionPointer, LedgerEntry, RegistryCorruptError,

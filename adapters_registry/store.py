@@ -13,11 +13,12 @@ import os
 import shutil
 import uuid
 from dataclasses import asdict, is_dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .atomic import copy_file_durably, fsync_dir, sha256_file, write_atomic
+from common.files import copy_file_durably, fsync_dir, sha256_file, write_atomic
+from common.versions import library_versions
+
 from .consistency import last_move
 from .format import (ADAPTER_WEIGHTS, CHAMPION_EVENTS, FORMAT_VERSION, MANIFEST_FILE, STAGING_DIR, TOKENIZER_FILES,
                      VERSION_ID, VERSIONS_DIR, DecisionRecord, FileRecord, Lineage, Manifest, RegistryIntegrityError,
@@ -31,7 +32,6 @@ __all__ = ["ANY_CHAMPION", "CRASH_ENV", "CRASH_STEPS", "ChampionChangedError", "
 log = logging.getLogger(__name__)
 
 ANY_CHAMPION = object()
-LIBRARIES = ("torch", "transformers", "peft", "safetensors", "tokenizers", "trl", "bitsandbytes")
 
 
 class ChampionChangedError(RegistryIntegrityError):
@@ -61,7 +61,8 @@ class Registry(RegistryWriter):
         """Store an evaluated adapter as a new immutable version with its decision; move the
         champion pointer to it when `promote`. `expected_champion` (a version id or None), when
         given, must still be the champion, else ChampionChangedError (the decision is stale)."""
-        record = DecisionRecord.model_validate(asdict(decision) if is_dataclass(decision) else dict(decision))
+        record = decision if isinstance(decision, DecisionRecord) else DecisionRecord.model_validate(
+            asdict(decision) if is_dataclass(decision) else dict(decision))
         if record.promote != promote:
             raise ValueError(f"promote={promote} contradicts the decision ({record.promote}: {record.reason})")
         lineage = Lineage.model_validate(manifest_fields)
@@ -115,7 +116,7 @@ class Registry(RegistryWriter):
         lineage = lineage.model_copy(update={
             "tokenizer_hash": lineage.tokenizer_hash or tokenizer_hash,
             "chat_template_hash": lineage.chat_template_hash or template_hash,
-            "library_versions": lineage.library_versions or _library_versions()})
+            "library_versions": lineage.library_versions or library_versions()})
         version = format_version_id(self._next_seq(), lineage.session or _now().date(),
                                     files[ADAPTER_WEIGHTS].sha256)
         manifest = Manifest(format=FORMAT_VERSION, version=version, created=_now(), parent=parent,
@@ -188,13 +189,3 @@ class Registry(RegistryWriter):
                 shutil.rmtree(trash)
         return sorted(doomed, key=version_seq)
 
-
-def _library_versions() -> dict[str, str]:
-    import platform
-    found = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found

@@ -10,7 +10,8 @@ import logging
 import os
 from pathlib import Path
 
-from .atomic import sha256_file
+from common.files import sha256_file
+
 from .format import (ADAPTER_CONFIG, FORBIDDEN_SUFFIXES, MANIFEST_FILE, VERSION_FILES, Manifest, RegistryCorruptError,
                      read_json_record)
 

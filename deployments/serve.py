@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from common.schedule import CRON, TIMEZONE
 from deployments.alerts import declare_alerts
 from deployments.local_api import use_server
 
 DEPLOYMENT_NAME = "daily"
-DEFAULT_CRON = "0 18 * * 1-5"
-DEFAULT_TIMEZONE = "Asia/Kolkata"
+DEFAULT_CRON = CRON  # common/schedule.py: the one cron and time zone of the daily run
+DEFAULT_TIMEZONE = TIMEZONE
 CONCURRENCY_LIMIT = 1
 
 

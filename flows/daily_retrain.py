@@ -16,6 +16,7 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from pydantic import Field
 
+from common.timing import Stopwatch
 from flows.fetch_market import fetch_and_commit
 from flows.parameters import RetrainParameters
 from flows.progress import send_module_logs_to_run
@@ -43,7 +44,7 @@ def daily_retrain(params: Annotated[RetrainParameters, Field(json_schema_extra={
     log = get_run_logger()
     send_module_logs_to_run()  # the stages' own loggers (progress, dropped rows, skips) show in the UI
     home, cfg = resolve_home(params.home), params.config()
-    timer = reporting.StageTimer(log)
+    timer = Stopwatch(log, digits=2)
     t = cfg.training
     log.info("profile %s: base %s, %s, %d tickers from %s, max_steps %s, min_delta %s (full config at DEBUG "
              "and in each registered version's manifest)", cfg.profile, t.base_model,

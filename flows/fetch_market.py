@@ -15,6 +15,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from common.table import format_table
 from flows.steps import commit_bars, fetch_task
 from tasks.config import Config
 from tasks.market.calendar import TradingSession, resolve_session, today_in_kolkata
@@ -81,11 +82,7 @@ def format_fetch_report(report: FetchReport) -> str:
     if s.beyond_calendar:
         lines.append("Warning: date beyond the XBOM calendar: Monday-Friday sessions assumed.")
     header = ["ticker", "source", "last session", "close", "added", "revised", "dropped", "anomalies", "status"]
-    rows = [header] + [_ticker_row(t) for t in report.tickers]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for row in rows:
-        lines.append("  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
-                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    lines.append(format_table([_ticker_row(t) for t in report.tickers], header, align="<<<>>>>>>"))
     notes = [(t.symbol, f"dropped {d.session or '(no date)'}: {d.reason}") for t in report.tickers for d in t.dropped]
     notes += [(t.symbol, f"anomaly {a}") for t in report.tickers for a in t.anomalies]
     notes += [(t.symbol, f"failed: {t.error}") for t in report.tickers if t.error]

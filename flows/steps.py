@@ -24,6 +24,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task, exponential_backoff
 
+from common.timing import Stopwatch
 from tasks import promotion, reporting
 from tasks.config import Config, MarketConfig
 from tasks.evaluation import score
@@ -129,7 +130,7 @@ def publish_noop(home: Path, session: TradingSession, previous: Any) -> reportin
 
 @task(name="publish-report", cache_policy=NO_CACHE)
 def publish_run(home: Path, session: Any, coverage: Any, sample_set: SampleSet, scores: Any, decision: Any,
-                version: Any, timer: reporting.StageTimer, dry_run: bool) -> reporting.RunSummary:
+                version: Any, timer: Stopwatch, dry_run: bool) -> reporting.RunSummary:
     """Publish a trained session's artifacts (decision, coverage, accuracy, version); return its summary."""
     summary, artifacts = reporting.run_report(home, session, coverage, sample_set, scores, decision, version,
                                               timer, dry_run)

@@ -8,13 +8,14 @@ The resolved config is logged at the start of a run and saved in every manifest.
 """
 from __future__ import annotations
 
-import os
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from common.home import resolve_home  # noqa: F401  (re-exported: tasks.config.resolve_home)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROFILES_DIR = PROJECT_ROOT / "configs"
@@ -401,10 +402,3 @@ def recorded_config(data: dict[str, Any]) -> Config:
         # Recorded before that pair was refused: its layers kept peft's forward, i.e. were not fused.
         data = {**data, "training": {**training, "fused_lora": False}}
     return Config.model_validate(data)
-
-
-def resolve_home(home: str | Path | None = None) -> Path:
-    """The runtime home: `home`, else `$NIFTYTUNE_HOME`, else `./var`; created if missing."""
-    path = Path(home or os.environ.get("NIFTYTUNE_HOME") or "var").expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, is_dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from adapters_registry import LedgerEntry, Registry, RegistryError, VersionInfo
+from adapters_registry import DecisionRecord, LedgerEntry, Registry, RegistryError, VersionInfo
 from tasks.config import Config
 
 
@@ -26,22 +26,8 @@ class ChampionUnavailableError(RuntimeError):
     """The champion exists but cannot be loaded or verified; the run must fail, not promote."""
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The gate's verdict on one candidate."""
-
-    promote: bool
-    reason: str
-    baseline: Literal["champion", "base"]
-    delta: float | None
-    """Baseline loss minus candidate loss (positive: the candidate is better); None if not finite."""
-    min_delta: float
-    accuracy_delta: float | None = None
-    """Candidate minus baseline answer accuracy on the same probes; None when either was not measured."""
-    max_accuracy_drop: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+Decision = DecisionRecord
+"""The gate's verdict on one candidate: the registry's record, as a manifest and the ledger keep it."""
 
 
 def _loss_verdict(candidate_loss: float, baseline: str, baseline_loss: float, min_delta: float) -> tuple[bool, str, float]:
@@ -82,16 +68,16 @@ def decide(candidate_loss: float, champion_loss: float | None, base_loss: float,
     note = f"; {incomparable_champion}" if incomparable_champion else ""
     bad = {name: loss for name, loss in losses.items() if loss is None or not math.isfinite(loss)}
     if bad:
-        return Decision(False, f"not promoted: non-finite loss {bad}{note}", baseline, None, min_delta,
-                        None, max_accuracy_drop)
+        return Decision(promote=False, reason=f"not promoted: non-finite loss {bad}{note}", baseline=baseline,
+                        delta=None, min_delta=min_delta, accuracy_delta=None, max_accuracy_drop=max_accuracy_drop)
     by_loss, loss_words, delta = _loss_verdict(candidate_loss, baseline, baseline_loss, min_delta)
     accuracy = accuracy or {}
     by_accuracy, accuracy_words, gap = _accuracy_verdict(accuracy.get("candidate"), baseline, accuracy.get(baseline),
                                                          max_accuracy_drop)
     promote = by_loss and by_accuracy
     verdict = "promoted" if promote else "not promoted on loss" if not by_loss else "not promoted on answer accuracy"
-    return Decision(promote, f"{verdict}: {loss_words}; {accuracy_words}{note}", baseline, delta, min_delta,
-                    gap, max_accuracy_drop)
+    return Decision(promote=promote, reason=f"{verdict}: {loss_words}; {accuracy_words}{note}", baseline=baseline,
+                    delta=delta, min_delta=min_delta, accuracy_delta=gap, max_accuracy_drop=max_accuracy_drop)
 
 
 def resolve_champion(home: str | Path) -> VersionInfo | None:

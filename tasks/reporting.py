@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+
+from common.table import format_table
+from common.timing import Stopwatch
 
 DECISION_KEY = "daily-retrain-decision"
 COVERAGE_KEY = "market-coverage"
@@ -45,23 +45,6 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "as_of": str(self.as_of), "session": str(self.session)}
-
-
-class StageTimer:
-    """`with timer("train"): ...` logs the stage's wall time and keeps it for the report."""
-
-    def __init__(self, log: logging.Logger | logging.LoggerAdapter) -> None:
-        self.log, self.seconds = log, {}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        self.log.info("stage %s: started", stage)
-        try:
-            yield
-        finally:
-            self.seconds[stage] = round(time.perf_counter() - start, 2)
-            self.log.info("stage %s: %.1f s", stage, self.seconds[stage])
 
 
 def remove_run_dir(candidate: Any) -> None:
@@ -190,7 +173,7 @@ def _run_details(summary: RunSummary, coverage: Any, sample_set: Any, scores: An
 
 
 def run_report(home: Path, session: Any, coverage: Any, sample_set: Any, scores: Any, decision: Any,
-               version: Any, timer: StageTimer, dry_run: bool) -> tuple[RunSummary, list[Artifact]]:
+               version: Any, timer: Stopwatch, dry_run: bool) -> tuple[RunSummary, list[Artifact]]:
     """The summary of a trained session and its artifacts: decision, coverage, accuracy, version."""
     status = "dry-run" if dry_run else ("promoted" if decision.promote else "rejected")
     summary = RunSummary(
@@ -240,7 +223,5 @@ def format_run_summary(summary: RunSummary) -> str:
 def format_backfill_table(rows: list[RunSummary]) -> str:
     """One line per session: decision, the three losses, the registered version, the champion."""
     header = ["session", "decision", "base", "champion", "candidate", "version", "champion after"]
-    table = [header] + [[str(r.session), r.status, _fmt(r.losses.get("base")), _fmt(r.losses.get("champion")),
-                         _fmt(r.losses.get("candidate")), r.version or "-", r.champion or "-"] for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)
+    return format_table([[str(r.session), r.status, _fmt(r.losses.get("base")), _fmt(r.losses.get("champion")),
+                          _fmt(r.losses.get("candidate")), r.version or "-", r.champion or "-"] for r in rows], header)

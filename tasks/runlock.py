@@ -9,30 +9,21 @@ takes only that one, which is compatible: a run registers only against the champ
 (`expected_champion`) and never restores registry files.
 
 The lock is re-entrant within a thread (the CLI holds it, then the flow it runs in the same
-thread takes it again); two threads of one process exclude each other like two processes. The holder writes who it is next to the lock, so a second writer fails at once with a
+thread takes it again); two threads of one process exclude each other like two processes. The
+holder writes who it is next to the lock (common/lock.py), so a second writer fails at once with a
 message naming the holder. The OS releases the lock when the holder dies (flock).
 """
 from __future__ import annotations
 
-import json
-import logging
-import os
-import socket
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
-from tasks.market.store import atomic_write_bytes
+from common.lock import HolderLock, LockTimeout
 
 LOCK_FILE = "run.lock"
 HOLDER_FILE = "run.lock.holder.json"
-
-log = logging.getLogger(__name__)
 
 _held: dict[tuple[Path, int], int] = {}  # (lock path, thread) -> depth in this process
 _guard = threading.Lock()
@@ -42,12 +33,16 @@ class RunInProgressError(RuntimeError):
     """Another niftytune command holds this home's lock."""
 
 
-def _holder(home: Path) -> str:
+def _holder(lock: HolderLock) -> str:
     try:
-        info = json.loads((home / HOLDER_FILE).read_text())
+        info = lock.holder()
         return f"pid {info['pid']} on {info['host']} since {info['since']} ({info['command']})"
     except (OSError, ValueError, KeyError):
         return "an unknown process"
+
+
+def _lock(home: Path, timeout: float = 0.0) -> HolderLock:
+    return HolderLock((Path(home) / LOCK_FILE).resolve(), Path(home) / HOLDER_FILE, timeout)
 
 
 @contextmanager
@@ -73,35 +68,26 @@ def run_lock(home: Path, timeout: float = 0.0) -> Iterator[None]:
 
 @contextmanager
 def _acquired(home: Path, path: Path, key: tuple[Path, int], timeout: float) -> Iterator[None]:
-    lock = FileLock(str(path), timeout=timeout, thread_local=False)
+    lock = _lock(home, timeout)
     try:
         lock.acquire()
-    except Timeout:
-        raise RunInProgressError(f"another niftytune run is in progress in {home}: {_holder(home)}; "
+    except LockTimeout:
+        raise RunInProgressError(f"another niftytune run is in progress in {home}: {_holder(lock)}; "
                                  f"wait for it to finish (one writer at a time per home)") from None
     with _guard:
         _held[key] = 1
     try:
-        write_holder(home)
         yield
     finally:
         with _guard:
             _held.pop(key, None)
-        (home / HOLDER_FILE).unlink(missing_ok=True)
         lock.release()
 
 
 def write_holder(home: Path) -> bool:
-    """Say who holds the lock, for the message of whoever waits. Best effort: on a full disk it
-    fails, and the holder's cleanup (which frees the space) must still run; call again then."""
-    info = {"pid": os.getpid(), "host": socket.gethostname(),
-            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)[:200]}
-    try:
-        atomic_write_bytes(Path(home) / HOLDER_FILE, json.dumps(info).encode())
-        return True
-    except OSError as exc:
-        log.warning("could not write %s (%s); carrying on: it only names the holder", exc.filename, exc.strerror)
-        return False
+    """Say (again) who holds the lock, for the message of whoever waits. Best effort: on a full
+    disk it fails, and the holder's cleanup (which frees the space) must still run; call again then."""
+    return _lock(home).write_holder()
 
 
 home_lock = run_lock

@@ -5,6 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from common.schedule import CRON, TIMEZONE
 from flows.cli.common import Debug, Home, prepare_home, register
 from tasks.overrides import leaf_fields
 
@@ -17,8 +18,8 @@ Source = leaf_fields()["market.source"].annotation  # yahoo, csv, synthetic: the
           "one run at a time, startable from the Prefect UI. Needs a Prefect server: the one `niftytune server` "
           "starts on this machine (found at http://127.0.0.1:4200/api; nothing to export), or the one "
           "PREFECT_API_URL names.")
-def serve(cron: Annotated[str, typer.Option("--cron", help="schedule (18:00 Mon-Fri)")] = "0 18 * * 1-5",
-          timezone: Annotated[str, typer.Option("--timezone", help="time zone of the schedule")] = "Asia/Kolkata",
+def serve(cron: Annotated[str, typer.Option("--cron", help="schedule (18:00 Mon-Fri)")] = CRON,
+          timezone: Annotated[str, typer.Option("--timezone", help="time zone of the schedule")] = TIMEZONE,
           source: Annotated[Optional[Source], typer.Option(
               "--source", help="default source of scheduled runs")] = None,
           profile: Annotated[Optional[str], typer.Option("--profile", help="default profile of scheduled runs")]

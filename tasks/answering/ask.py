@@ -109,8 +109,9 @@ def ask(home: str | Path, question: str, version: str | None = None, *, closed_b
         today: date | None = None, max_new_tokens: int | None = None, loaded: Any = None) -> Answer:
     """A greedy answer from the champion (or `version`; the base model when nothing is promoted);
     see the module docstring. `loaded`: a (model, tokenizer, VersionInfo) from
-    `adapters_registry.load_promoted`, to answer many questions with one load."""
-    from adapters_registry import Registry, load_promoted
+    `load_promoted`, to answer many questions with one load."""
+    from adapters_registry import Registry
+    from tasks.answering.loading import load_promoted
 
     home = Path(home)
     info = loaded[2] if loaded else (Registry(home).get(version) if version else Registry(home).champion())

@@ -57,7 +57,7 @@ class Loaded:
 def load_version(home: Path, info: VersionInfo | None) -> Loaded:
     """`info`'s adapter on its base, verified before loading (`load_promoted`) and again after, so
     that the files read are the files verified; the base model when `info` is None."""
-    from adapters_registry import load_promoted
+    from tasks.answering.loading import load_promoted
 
     cfg = config_for(home, info)
     if info is None:

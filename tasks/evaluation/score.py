@@ -15,13 +15,15 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, model_validator
+
+from adapters_registry.format import SHA256, ModelScoreRecord, ScoresRecord
+from common.files import sha256_file
 from tasks.config import Config
 from tasks.samples.chat import Message, render_prompt, tokenize_conversations
 
@@ -35,59 +37,42 @@ class ValidationFileError(ValueError):
     """A validation file line is not a scorable conversation."""
 
 
-@dataclass(frozen=True)
-class ModelScore:
-    loss: float
-    """Token-weighted mean cross-entropy over every assistant token of the file (float32 logits)."""
-    n_tokens: int
-    accuracy: dict[str, float] | None = None
-    """Per family: share of the reference numbers the greedy probe answers got right."""
-    accuracy_overall: float | None = None
-    """Share of the reference numbers of every probe (grounded and closed-book) answered right."""
-    accuracy_by_mode: dict[str, float] | None = None
-    """The same share over the grounded probes and over the closed-book ones."""
-    answers: tuple[str, ...] = field(default=(), repr=False, compare=False)
+class ModelScore(ModelScoreRecord):
+    """A model's scores (the registry's record), with the probe answers scoring produced."""
+
+    answers: tuple[str, ...] = Field(default=(), exclude=True, repr=False)
     """The probe answers, in probe order (for benchmarks and debugging; not recorded in manifests)."""
-    shares: tuple[float | None, ...] = field(default=(), repr=False, compare=False)
+    shares: tuple[float | None, ...] = Field(default=(), exclude=True, repr=False)
     """Each probe's share of its reference numbers answered right."""
 
 
-@dataclass(frozen=True)
-class ScoreReport:
-    val_hash: str
+class ScoreReport(ScoresRecord):
+    """Every model scored on one validation file (the registry's record: `to_dict()` is a
+    manifest's `scores`), with what the gate needs in this run and the manifest does not keep."""
+
     val_path: str
-    n_samples: int
-    n_tokens: int
-    scores: dict[str, ModelScore]
-    settings: dict[str, Any] = field(default_factory=dict)
-    probe_ids: list[str] = field(default_factory=list)
-    champion_version: str | None = None
-    """The registry version scored as `champion` (the gate's decision is only valid against it)."""
-    incomparable_champion: str | None = None
+    models: dict[str, ModelScore]
+    incomparable_champion: str | None = Field(None, exclude=True)
     """The champion when it was not scored because it was trained on another base model (the
     gate then compares with the base model; the decision is only valid while it is champion)."""
-    incomparable_reason: str | None = None
+    incomparable_reason: str | None = Field(None, exclude=True)
     """Why that champion was not scored, in words for the decision's reason."""
+
+    @model_validator(mode="after")
+    def _roles(self) -> "ScoreReport":  # any models: the registry checks the roles when it records them
+        if not SHA256.match(self.val_hash):
+            raise ValueError(f"val_hash is not a sha256 hex digest: {self.val_hash!r}")
+        return self
+
+    @property
+    def scores(self) -> dict[str, ModelScore]:
+        """The scores by model (`base`, `champion`, `candidate`)."""
+        return self.models
 
     @property
     def champion_at_scoring(self) -> str | None:
         """The champion when scoring began, scored or not: a decision is only valid against it."""
         return self.champion_version or self.incomparable_champion
-
-    def to_dict(self) -> dict[str, Any]:
-        """The `scores` record of a registry manifest (non-finite losses become None)."""
-        def finite(x: float | None) -> float | None:
-            return x if x is not None and math.isfinite(x) else None
-        return {"val_hash": self.val_hash, "val_path": self.val_path, "n_samples": self.n_samples,
-                "n_tokens": self.n_tokens, "settings": self.settings, "probe_ids": self.probe_ids,
-                "champion_version": self.champion_version,
-                "models": {name: {"loss": finite(s.loss), "n_tokens": s.n_tokens, "accuracy": s.accuracy,
-                                  "accuracy_overall": s.accuracy_overall, "accuracy_by_mode": s.accuracy_by_mode}
-                           for name, s in self.scores.items()}}
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read_validation(path: Path) -> list[dict[str, Any]]:
@@ -283,11 +268,11 @@ def _score(model: Any, tokenizer: Any, encoded: list[dict], probes: list[dict], 
     total, count = _summed_loss(model, encoded, cfg.training.per_device_eval_batch_size, pad_id)
     loss = total / count if count else float("nan")
     if not probes:
-        return ModelScore(loss, count)
+        return ModelScore(loss=loss, n_tokens=count)
     with merged_adapter(model):
         answers = generate_answers(model, tokenizer, [p["messages"][:-1] for p in probes],
                                    cfg.evaluation.max_new_tokens, cfg.evaluation.generation_batch_size)
-    return ModelScore(loss, count, **accuracy_of(answers, probes, truths, cfg))
+    return ModelScore(loss=loss, n_tokens=count, **accuracy_of(answers, probes, truths, cfg))
 
 
 def probe_family(probe: dict[str, Any]) -> str:
@@ -320,7 +305,7 @@ def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], 
     from peft import PeftModel
 
     val_path = Path(val_path)
-    val_hash, records = sha256_of(val_path), read_validation(val_path)
+    val_hash, records = sha256_file(val_path), read_validation(val_path)
     encoded = tokenize_conversations(tokenizer, [r["messages"] for r in records], cfg.training.max_length)
     empty = [r["id"] for r, row in zip(records, encoded) if not any(row["completion_mask"][1:])]
     if empty:
@@ -356,8 +341,8 @@ def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], 
                 "dtype": str(next(base_model.parameters()).dtype), "probe_size": len(probes),
                 "max_new_tokens": cfg.evaluation.max_new_tokens}
     n_tokens = sum(sum(row["completion_mask"][1:]) for row in encoded)
-    return ScoreReport(val_hash, str(val_path), len(records), n_tokens, scores, settings,
-                       [str(p["id"]) for p in probes])
+    return ScoreReport(val_hash=val_hash, val_path=str(val_path), n_samples=len(records), n_tokens=n_tokens,
+                       models=scores, settings=settings, probe_ids=[str(p["id"]) for p in probes])
 
 
 def load_for_scoring(ref: Any, cfg: Config) -> tuple[Any, Any, bool]:
@@ -387,5 +372,6 @@ def score_candidate(home: Path, cfg: Config, candidate: Any, sample_set: Any) ->
     if report.val_hash != sample_set.val_hash:
         raise ValidationFileError(f"{sample_set.val_path} changed: sha256 {report.val_hash} is not the sample "
                                   f"set's {sample_set.val_hash}")
-    return replace(report, champion_version=scored.version if scored else None,
-                   incomparable_champion=champion.version if why_not else None, incomparable_reason=why_not)
+    return report.model_copy(update={"champion_version": scored.version if scored else None,
+                                     "incomparable_champion": champion.version if why_not else None,
+                                     "incomparable_reason": why_not})

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from common.schedule import TIMEZONE
 from tasks.config import MarketConfig
 
 CALENDAR_NAME = "XBOM"
-IST = ZoneInfo("Asia/Kolkata")
+IST = ZoneInfo(TIMEZONE)
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 log = logging.getLogger(__name__)

@@ -43,6 +43,8 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock
 
+from common.files import write_atomic
+
 MARKET_DIR = "market"
 STAGING_DIR = ".staging"
 LOCK_FILE = ".lock"
@@ -180,31 +182,9 @@ def decode_bars(raw: bytes, symbol: str, path: Path) -> tuple[pd.DataFrame, dict
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically: same-folder temp file, fsync, replace, fsync folder."""
+    """Write `data` to `path` atomically (common.files.write_atomic), as `.<name>.<id>.tmp` first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:  # ENOSPC says no path: name it
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "nt":  # Windows cannot open a folder for fsync; os.replace is atomic there
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomic(path, data, temp_prefix=f".{path.name}.", temp_suffix=TMP_SUFFIX)
 
 
 def write_bars(path: Path, bars: pd.DataFrame, meta: dict[str, Any], symbol: str) -> None:

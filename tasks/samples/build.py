@@ -36,6 +36,7 @@ from typing import Any
 
 import pandas as pd
 
+from common.table import format_table
 from tasks.answering.facts import YEAR_DAYS, Series
 from tasks.answering.ground import MarketView
 from tasks.config import Config
@@ -199,9 +200,9 @@ def format_sample_report(sample_set: SampleSet, tokenizer: Any = None) -> str:
              f"  train {ss.n_train}  sha256 {ss.train_hash}",
              f"  val   {ss.n_val}  sha256 {ss.val_hash}",
              f"  content sha256 {ss.content_hash}", "",
-             f"  {'family':<16}{'train':>7}{'val':>7}"]
-    lines += [f"  {family:<16}{n['train']:>7}{n['val']:>7}" for family, n in ss.counts.items()]
-    lines += [f"  {'total':<16}{ss.n_train:>7}{ss.n_val:>7}", ""]
+             format_table([*([family, n["train"], n["val"]] for family, n in ss.counts.items()),
+                           ["total", ss.n_train, ss.n_val]], ["family", "train", "val"],
+                          align="<>>", min_widths=(16, 7, 7), sep="", indent="  "), ""]
     lines += [f"  data window {symbol}: {first} .. {last}" for symbol, (first, last) in ss.data_window.items()]
     for path in (ss.train_path, ss.val_path):
         sample = _example(path, ss.session)

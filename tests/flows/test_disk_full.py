@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters_registry import Registry, atomic
+from adapters_registry import Registry
+from common import files
 from adapters_registry.format import STAGING_DIR
 from adapters_registry.store import CRASH_ENV
 from flows.cli import main
@@ -63,7 +64,7 @@ def test_a_registration_that_hits_enospc_removes_its_staging_and_names_the_path(
         written.append(real_write(fd, data[:1024]))
         return written[-1]
 
-    monkeypatch.setattr(atomic.os, "write", disk_fills_up)
+    monkeypatch.setattr(files.os, "write", disk_fills_up)
     with pytest.raises(OSError) as caught:
         registry.register(make_fake_adapter(tmp_path / "a", 1, size=64 * 1024), lineage(), decision(True, "base"),
                           promote=True)

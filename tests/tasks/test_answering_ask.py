@@ -8,6 +8,7 @@ from datetime import date
 import pytest
 
 import adapters_registry
+import tasks.answering.loading
 import tasks.evaluation.score
 from adapters_registry import Registry
 from tasks.answering import ask
@@ -50,7 +51,7 @@ def test_a_refusal_neither_loads_nor_runs_the_model_and_states_no_price(home, mo
     def fail(*args, **kwargs):
         raise AssertionError("the model was used for a refusal")
 
-    monkeypatch.setattr(adapters_registry, "load_promoted", fail)
+    monkeypatch.setattr(tasks.answering.loading, "load_promoted", fail)
     monkeypatch.setattr(tasks.evaluation.score, "generate_answers", fail)
     answer = ask(home, question, today=today)
     assert answer.refused and answer.version == champion_version(home) and answer.session is None

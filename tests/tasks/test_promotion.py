@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
@@ -140,11 +139,12 @@ def test_a_corrupt_pointer_fails_closed(registry_with_champion):
 def report(candidate: float, base: float = 2.0, champion: float | None = None,
            champion_version: str | None = None, accuracy: dict[str, float] | None = None) -> ScoreReport:
     accuracy = accuracy or {}
-    models = {"base": ModelScore(base, 100, accuracy_overall=accuracy.get("base")),
-              "candidate": ModelScore(candidate, 100, accuracy_overall=accuracy.get("candidate"))}
+    models = {"base": ModelScore(loss=base, n_tokens=100, accuracy_overall=accuracy.get("base")),
+              "candidate": ModelScore(loss=candidate, n_tokens=100, accuracy_overall=accuracy.get("candidate"))}
     if champion is not None:
-        models["champion"] = ModelScore(champion, 100, accuracy_overall=accuracy.get("champion"))
-    return ScoreReport(VAL_HASH, "val.jsonl", 10, 100, models, champion_version=champion_version)
+        models["champion"] = ModelScore(loss=champion, n_tokens=100, accuracy_overall=accuracy.get("champion"))
+    return ScoreReport(val_hash=VAL_HASH, val_path="val.jsonl", n_samples=10, n_tokens=100, models=models,
+                       champion_version=champion_version)
 
 
 def run_of(tmp_path: Path, seed: int) -> tuple[SimpleNamespace, SimpleNamespace]:
@@ -211,7 +211,8 @@ def test_a_candidate_gated_against_the_base_replaces_a_champion_of_another_base_
     scores = report(1.0, base=1.5)
     first = register_candidate(home, cfg, *run_of(tmp_path, 1), scores, decide_promotion(scores, MIN_DELTA))
     why = f"champion {first.version} was trained on another base model"
-    scores = replace(report(1.0, base=1.5), incomparable_champion=first.version, incomparable_reason=why)
+    scores = report(1.0, base=1.5).model_copy(update={"incomparable_champion": first.version,
+                                                       "incomparable_reason": why})
     d = decide_promotion(scores, MIN_DELTA)
     assert d.promote and d.baseline == "base" and d.reason.endswith(why)
     second = register_candidate(home, cfg, *run_of(tmp_path, 2), scores, d)

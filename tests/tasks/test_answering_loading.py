@@ -1,10 +1,10 @@
-"""`load_promoted`: a verified, ready PeftModel on the base model the manifest names."""
+"""`tasks.answering.load_promoted`: a verified, ready PeftModel on the base model the manifest names."""
 from __future__ import annotations
 
 import pytest
 
-from adapters_registry import Registry, load_promoted
-from adapters_registry.loading import BaseModelMismatchError, NoChampionError
+from adapters_registry import NoChampionError, Registry
+from tasks.answering import BaseModelMismatchError, load_promoted
 from tasks.training.base_model import hash_weight_files
 from tests.adapters_registry.fakes import decision, lineage, make_lora_adapter
 

@@ -1,5 +1,6 @@
-"""Load a registered adapter on its base model, ready to answer: verified, offline,
-safetensors only, no remote code.
+"""Load a registered adapter on its base model, ready to answer: verified, offline, safetensors
+only, no remote code. The registry hands over a verified version (`RegistryView.loadable`); the
+base model comes from tasks.training.base_model.
 
     model, tokenizer, info = load_promoted(home)            # the champion
     model, tokenizer, info = load_promoted(home, "v0003-20191129-1a2b3c4d")
@@ -11,15 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .format import ADAPTER_WEIGHTS, Manifest, RegistryError, RegistryIntegrityError
-from .queries import VersionInfo
-from .store import Registry
+from adapters_registry import Manifest, RegistryError, RegistryView, VersionInfo
 
 log = logging.getLogger(__name__)
-
-
-class NoChampionError(RegistryError):
-    """Nothing has been promoted yet."""
 
 
 class BaseModelMismatchError(RegistryError):
@@ -32,28 +27,13 @@ def _offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def _load_local_folder(folder: Path) -> tuple[Any, Any]:
-    """A transformers causal LM from a local folder: offline, safetensors only, no remote code."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    common = dict(trust_remote_code=False, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, **common)
-    return model.eval(), AutoTokenizer.from_pretrained(folder, **common)
-
-
-def _load_base_for(manifest: Manifest, home: Path) -> tuple[Any, Any]:
+def load_base_for(manifest: Manifest, home: Path) -> tuple[Any, Any]:
     """The base model (and its tokenizer) a manifest names, checked against the recorded
-    identity: through tasks.training.base_model (embedded, hub, local), else a local folder directly."""
+    identity (embedded, hub or local folder: tasks.training.base_model)."""
+    from tasks.config import TrainingConfig
+    from tasks.training import base_model
+
     recorded = manifest.lineage.base_model
-    try:
-        from tasks.training import base_model
-        from tasks.config import TrainingConfig
-    except ImportError:
-        folder = Path(recorded.identity).expanduser()
-        if not folder.is_dir():
-            raise BaseModelMismatchError(f"{manifest.version}: base model {recorded.identity!r} is not a local "
-                                         f"folder and tasks.training.base_model is not importable to resolve it") from None
-        return _load_local_folder(folder)
     training = TrainingConfig.model_validate(manifest.lineage.config.get("training", {}))
     training = training.model_copy(update={"base_model": recorded.identity,
                                            "base_revision": recorded.revision or training.base_revision})
@@ -72,18 +52,11 @@ def _load_base_for(manifest: Manifest, home: Path) -> tuple[Any, Any]:
 
 def load_promoted(home: str | Path, version: str | None = None) -> tuple[Any, Any, VersionInfo]:
     """The champion (or `version`) as a PeftModel in eval mode on its base, its tokenizer, and
-    its VersionInfo. Re-hashes every file first and refuses a version that does not verify."""
+    its VersionInfo. Re-hashes every file first and refuses a version that does not verify
+    (NoChampionError when nothing is promoted)."""
     _offline()
-    registry = Registry(home)
-    info = registry.get(version) if version else registry.champion()
-    if info is None:
-        raise NoChampionError(f"no promoted adapter in {registry.root}; run the daily flow first")
-    problems = registry.verify_version(info.version)
-    if problems:
-        raise RegistryIntegrityError(f"refusing to load {info.version}: " + "; ".join(problems))
-    if not (info.path / ADAPTER_WEIGHTS).is_file():
-        raise RegistryIntegrityError(f"{info.path}: no {ADAPTER_WEIGHTS} (only safetensors are loaded)")
-    model, _ = _load_base_for(info.manifest, Path(home))
+    info = RegistryView(home).loadable(version)
+    model, _ = load_base_for(info.manifest, Path(home))
     from peft import PeftModel  # after the base: tasks.training.base_model quiets what importing peft logs
     from transformers import AutoTokenizer
 
