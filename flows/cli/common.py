@@ -154,7 +154,7 @@ def register(app: typer.Typer, name: str, short: str, description: str, *, confi
 
 
 def prepare_home(home: str | None) -> Path:
-    from tasks.config import resolve_home
+    from common.home import resolve_home
 
     path = resolve_home(home)
     # Prefect keeps its database and settings under the runtime home, never in ~/.prefect.
