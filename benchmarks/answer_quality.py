@@ -98,7 +98,7 @@ def handwritten_prompts(home: Path, cfg: Any, session: str, limit: int | None = 
 
 
 def _share(answers: list[str], truths: list[list[dict]], cfg: Any) -> dict[str, Any]:
-    from tasks.evaluation.score import load_number_accuracy
+    from tasks.evaluation.probes import load_number_accuracy
 
     ev = cfg.evaluation
     r = load_number_accuracy().compute(predictions=answers, references=truths, ordered=False,
@@ -108,7 +108,7 @@ def _share(answers: list[str], truths: list[list[dict]], cfg: Any) -> dict[str, 
 
 def score_handwritten(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     """Accuracy of `model` on the hand-written set, grounded (refused questions score 0) and closed-book."""
-    from tasks.evaluation.score import generate_answers
+    from tasks.evaluation.generation import generate_answers
 
     answerable = [r for r in rows if not r["refusal_expected"]]
     asked = [r for r in answerable if not r["refused"]]
@@ -165,7 +165,7 @@ def run_session(work: Path, bench: Path, profile: str, overrides: dict[str, Any]
                 champion: Path | None, limit: int | None = None) -> dict[str, Any]:
     from peft import PeftModel
 
-    from tasks.evaluation.score import merged_adapter
+    from tasks.evaluation.generation import merged_adapter
 
     home = work / session
     shutil.rmtree(home, ignore_errors=True)

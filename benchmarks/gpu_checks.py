@@ -67,7 +67,9 @@ def genprof(bench: Path, work: Path, shape: str, out: Path | None) -> dict:
 
     from tasks.training.base_model import dequantize_for_scoring, load_base, resolve_base_model
     from tasks.config import load_config
-    from tasks.evaluation.score import generate_answers, merged_adapter, read_validation, select_probes
+    from tasks.evaluation.generation import generate_answers, merged_adapter
+    from tasks.evaluation.probes import select_probes
+    from tasks.evaluation.score import read_validation
     from tasks.training.fused_lora import fuse_lora_layers
     from tasks.training.train import build_lora_config
 

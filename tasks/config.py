@@ -253,7 +253,7 @@ class EvaluationConfig(_Section):
     """Probe questions answered in one batched greedy generation (sorted by length first)."""
     max_new_tokens: int = Field(default=96, ge=8)
     """Token limit of a greedy probe answer. A probe is scored on the reference numbers its own
-    reference answer states within this many tokens (`tasks.evaluation.score.visible_truths`), so a long
+    reference answer states within this many tokens (`tasks.evaluation.probes.visible_truths`), so a long
     answer (a market summary runs to ~220 tokens) is never marked wrong for numbers past the limit."""
     price_tolerance: float = Field(default=0.005, ge=0.0)
     """A price (or points, volume) counts as right within this relative error (0.5%)."""

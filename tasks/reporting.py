@@ -126,7 +126,7 @@ def _coverage_table(coverage: Any) -> list[dict[str, Any]]:
 
 def _probe_family(probe_id: str) -> str:
     """A probe id (`family/tickers/session/key/mode/template/phrase`) as its accuracy key:
-    the family, marked when it was asked closed-book (tasks.evaluation.score.probe_family)."""
+    the family, marked when it was asked closed-book (tasks.evaluation.probes.probe_family)."""
     parts = probe_id.split("/")
     return parts[0] + (" (closed-book)" if len(parts) > 4 and parts[4] == "closed_book" else "")
 

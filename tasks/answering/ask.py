@@ -127,7 +127,7 @@ def ask(home: str | Path, question: str, version: str | None = None, *, closed_b
         model, tokenizer = load_base_model(home, cfg)
     else:
         model, tokenizer, info = loaded or load_promoted(home, info.version)
-    from tasks.evaluation.score import generate_answers
+    from tasks.evaluation.generation import generate_answers
 
     text = generate_answers(model, tokenizer, [messages], max_new_tokens or DEFAULT_MAX_NEW_TOKENS)[0]
     return Answer(text, name, grounding)

@@ -1,5 +1,5 @@
 """One generation at a time, in batches: the questions waiting together for the same model and
-length limit are answered by one `tasks.evaluation.score.generate_answers` call.
+length limit are answered by one `tasks.evaluation.generation.generate_answers` call.
 
     queue = GenerationQueue(max_batch=8); queue.start()
     text = queue.submit(loaded, messages, 320).result()          # blocks until answered
@@ -87,7 +87,7 @@ class GenerationQueue:
 
 def _generate(batch: list[_Job]) -> None:
     """Answer a batch; an error is every job's answer (and ends a streamer, so its reader stops)."""
-    from tasks.evaluation.score import generate_answers
+    from tasks.evaluation.generation import generate_answers
 
     first = batch[0]
     options = {"streamer": first.streamer} if first.streamer is not None else {}

@@ -10,13 +10,9 @@ each adapter is attached to it by name and switched in.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
 import json
 import logging
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +21,12 @@ from pydantic import Field, model_validator
 from adapters_registry.format import SHA256, ModelScoreRecord, ScoresRecord
 from common.files import sha256_file
 from tasks.config import Config
-from tasks.samples.chat import Message, render_prompt, tokenize_conversations
+from tasks.evaluation.generation import attention_without_cudnn, device_of, generate_answers, merged_adapter
+from tasks.evaluation.probes import accuracy_of, select_probes, visible_truths
+from tasks.samples.chat import tokenize_conversations
 
 log = logging.getLogger(__name__)
 
-METRIC_DIR = Path(__file__).resolve().parent / "metrics" / "number_accuracy"
 REQUIRED_KEYS = ("id", "family", "messages", "truth")
 
 
@@ -95,38 +92,6 @@ def read_validation(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def select_probes(records: list[dict[str, Any]], size: int | None) -> list[dict[str, Any]]:
-    """A fixed probe subset: round-robin over families (sorted), each family in the order of the
-    sha256 of its ids, so the same file always gives the same probes; `size` None: every record."""
-    if size is None:
-        return list(records)
-    by_family: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        by_family.setdefault(record["family"], []).append(record)
-    queues = [sorted(group, key=lambda r: hashlib.sha256(str(r["id"]).encode()).hexdigest())
-              for _, group in sorted(by_family.items())]
-    chosen: list[dict[str, Any]] = []
-    while len(chosen) < min(size, len(records)):
-        for queue in queues:
-            if queue and len(chosen) < size:
-                chosen.append(queue.pop(0))
-    return chosen
-
-
-def _attention_without_cudnn() -> Any:
-    """SDPA limited to its flash, memory-efficient and math kernels. cuDNN's attention builds an
-    execution plan for every new shape, and greedy decoding makes a new shape every token: on
-    an H100 that cost 9.8 of the 16 s of a process's first 24 x 96-token generation (torch 2.11,
-    profiled in docs/PERFORMANCE.md); later passes over the same lengths were fast."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
-
-
-def _device(model: Any) -> Any:
-    return next(model.parameters()).device
-
-
 def _scored_logits(model: Any, ids: Any, attention: Any, target: Any) -> Any:
     """The logits of the positions `target` marks ([rows, width - 1]: position t predicts token
     t + 1): the decoder's last hidden states at those positions through the output layer, not
@@ -154,7 +119,7 @@ def _summed_loss(model: Any, encoded: list[dict[str, list[int]]], batch_size: in
 
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
     total, count = 0.0, 0
-    with torch.no_grad(), _attention_without_cudnn():
+    with torch.no_grad(), attention_without_cudnn():
         for start in range(0, len(order), batch_size):
             rows = [encoded[i] for i in order[start:start + batch_size]]
             width = max(len(r["input_ids"]) for r in rows)
@@ -166,100 +131,13 @@ def _summed_loss(model: Any, encoded: list[dict[str, list[int]]], batch_size: in
                 ids[j, :n] = torch.tensor(row["input_ids"])
                 attention[j, :n] = 1
                 mask[j, :n] = torch.tensor(row["completion_mask"], dtype=torch.bool)
-            device = _device(model)
+            device = device_of(model)
             target = mask[:, 1:].to(device)  # token t is predicted at position t-1
             scored = _scored_logits(model, ids.to(device), attention.to(device), target).float()
             labels = ids[:, 1:].to(device)[target]
             total += F.cross_entropy(scored, labels, reduction="sum").double().item()
             count += int(target.sum())
     return total, count
-
-
-@contextlib.contextmanager
-def merged_adapter(model: Any) -> Iterator[bool]:
-    """The active LoRA adapter folded into the base weights for the duration, then the base
-    weights restored bit for bit; yields whether it merged. Greedy decoding is bound by the
-    per-layer overhead, and a merged layer is one matmul instead of three (measured on an H100:
-    30 against 51 ms per generated token, docs/PERFORMANCE.md). Left as it is: a model without
-    adapters, with adapters disabled (the base), on 4-bit weights (merging would requantise), or
-    where a copy of the merged weights does not fit."""
-    import torch
-    from peft.tuners.lora import LoraLayer
-
-    from tasks.training.base_model import fits_twice
-
-    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-    weights = [m.get_base_layer().weight for m in layers]
-    need = sum(w.numel() * w.element_size() for w in weights)
-    if (not layers or any(m.disable_adapters or m.merged for m in layers)
-            or any(getattr(w, "quant_state", None) is not None or w.element_size() < 2 for w in weights)
-            or not fits_twice(need, weights[0].device)):
-        yield False
-        return
-    saved = [w.detach().clone() for w in weights]
-    try:
-        for layer in layers:
-            layer.merge()
-        yield True
-    finally:
-        with torch.no_grad():
-            for layer, weight, copy in zip(layers, weights, saved):
-                weight.copy_(copy)
-                layer.merged_adapters.clear()
-
-
-def generate_answers(model: Any, tokenizer: Any, conversations: list[list[Message]], max_new_tokens: int,
-                     batch_size: int = 8, **generate_options: Any) -> list[str]:
-    """Greedy answers to (system, user) conversations through the chat template.
-    `generate_options` go to `model.generate` (the answer API passes a streamer, one conversation)."""
-    import torch
-
-    prompts = [render_prompt(tokenizer, c) for c in conversations]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch together
-    answers, side = [""] * len(prompts), tokenizer.padding_side
-    tokenizer.padding_side = "left"  # generation continues from the right edge
-    try:
-        for start in range(0, len(order), batch_size):
-            chosen = order[start:start + batch_size]
-            batch = tokenizer([prompts[i] for i in chosen], add_special_tokens=False, padding=True,
-                              return_tensors="pt").to(_device(model))
-            with torch.no_grad(), _attention_without_cudnn():
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                     **generate_options)
-            texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-            for i, text in zip(chosen, texts):
-                answers[i] = text.strip()
-    finally:
-        tokenizer.padding_side = side
-    return answers
-
-
-@functools.lru_cache(maxsize=1)
-def load_number_accuracy() -> Any:
-    """The local `number_accuracy` metric, loaded by path; never looked up on the hub."""
-    for var in ("HF_EVALUATE_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
-        os.environ.setdefault(var, "1")
-    import evaluate
-    return evaluate.load(str(METRIC_DIR), keep_in_memory=True)
-
-
-def visible_truths(tokenizer: Any, probes: list[dict[str, Any]], cfg: Config) -> list[list[dict[str, Any]]]:
-    """Each probe's reference numbers that its own reference answer states within the first
-    `evaluation.max_new_tokens` tokens: what a right answer can show before generation stops.
-    A long answer (a market summary runs to ~220 tokens of 18 numbers) is scored on the numbers
-    of its first `max_new_tokens` tokens, so a model that answers exactly like the reference scores
-    100% instead of being marked wrong for numbers it was never given room to write."""
-    if not probes:
-        return []
-    limit = cfg.evaluation.max_new_tokens
-    cut = [tokenizer.decode(tokenizer(p["messages"][-1]["content"], add_special_tokens=False)["input_ids"][:limit])
-           for p in probes]
-    shares = load_number_accuracy().compute(
-        predictions=cut, references=[p["truth"] for p in probes], price_tolerance=cfg.evaluation.price_tolerance,
-        pct_tolerance=cfg.evaluation.pct_tolerance)["per_sample"]
-    # Numbers are matched in order and a cut only removes the tail, so the visible ones lead the list.
-    return [p["truth"][:round(share * len(p["truth"]))] if share else [] for p, share in zip(probes, shares)]
 
 
 def _score(model: Any, tokenizer: Any, encoded: list[dict], probes: list[dict], cfg: Config,
@@ -273,29 +151,6 @@ def _score(model: Any, tokenizer: Any, encoded: list[dict], probes: list[dict], 
         answers = generate_answers(model, tokenizer, [p["messages"][:-1] for p in probes],
                                    cfg.evaluation.max_new_tokens, cfg.evaluation.generation_batch_size)
     return ModelScore(loss=loss, n_tokens=count, **accuracy_of(answers, probes, truths, cfg))
-
-
-def probe_family(probe: dict[str, Any]) -> str:
-    """The per-family key of a probe: its family, marked when it was asked closed-book."""
-    return probe["family"] + (" (closed-book)" if probe.get("mode") == "closed_book" else "")
-
-
-def accuracy_of(answers: list[str], probes: list[dict[str, Any]], truths: list[list[dict[str, Any]]],
-                cfg: Config) -> dict[str, Any]:
-    """Number accuracy of `answers`: per family, overall, and per mode (grounded, closed-book)."""
-    ev = cfg.evaluation
-    result = load_number_accuracy().compute(
-        predictions=answers, references=truths, families=[probe_family(p) for p in probes],
-        price_tolerance=ev.price_tolerance, pct_tolerance=ev.pct_tolerance)
-    counts: dict[str, list[int]] = {}  # mode -> [numbers right, numbers], from the per-probe shares
-    for probe, truth, share in zip(probes, truths, result["per_sample"]):
-        if truth:
-            right_total = counts.setdefault(probe.get("mode", "grounded"), [0, 0])
-            right_total[0] += round(share * len(truth))
-            right_total[1] += len(truth)
-    by_mode = {mode: right / total for mode, (right, total) in sorted(counts.items())}
-    return {"accuracy": result["per_family"], "accuracy_overall": result["accuracy"], "accuracy_by_mode": by_mode,
-            "answers": tuple(answers), "shares": tuple(result["per_sample"])}
 
 
 def score_models(base_model: Any, tokenizer: Any, adapters: Mapping[str, Path], val_path: Path, cfg: Config,

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-import tasks.evaluation.score
+import tasks.evaluation.generation
 from adapters_registry import Registry
 from tasks.answering import ask
 from tasks.answering.serving import CHAMPION_MODEL
@@ -76,7 +76,7 @@ def test_a_refusal_is_a_normal_completion_with_no_model_call(served, monkeypatch
 
     expected = ask(served, "What did Wipro close at?").text  # a refusal: no model is loaded
     with running_api(served) as api:
-        monkeypatch.setattr(tasks.evaluation.score, "generate_answers", fail)
+        monkeypatch.setattr(tasks.evaluation.generation, "generate_answers", fail)
         raw = api.client().chat.completions.with_raw_response.create(**chat("What did Wipro close at?", stream=stream))
         parsed = raw.parse()
         chunks = list(parsed) if stream else None

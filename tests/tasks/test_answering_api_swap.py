@@ -9,7 +9,7 @@ import httpx
 import openai
 
 import adapters_registry.store
-import tasks.evaluation.score
+import tasks.evaluation.generation
 from adapters_registry import Registry
 from tasks.answering.serving import CHAMPION_MODEL
 from tests.flows.readme_processes import wait_for
@@ -63,7 +63,7 @@ def test_a_request_in_flight_during_the_swap_finishes_on_the_old_version(served,
                                                                          monkeypatch):
     old = Registry(served).champion().version
     started, release = threading.Event(), threading.Event()
-    generate = tasks.evaluation.score.generate_answers
+    generate = tasks.evaluation.generation.generate_answers
 
     def held(model, *args, **kwargs):
         started.set()
@@ -71,7 +71,7 @@ def test_a_request_in_flight_during_the_swap_finishes_on_the_old_version(served,
         return generate(model, *args, **kwargs)
 
     with running_api(served) as api:
-        monkeypatch.setattr(tasks.evaluation.score, "generate_answers", held)
+        monkeypatch.setattr(tasks.evaluation.generation, "generate_answers", held)
         result: dict = {}
         in_flight = threading.Thread(target=lambda: result.update(
             response=httpx.post(f"{api.url}/v1/chat/completions", json=chat(), timeout=300)))
@@ -81,7 +81,7 @@ def test_a_request_in_flight_during_the_swap_finishes_on_the_old_version(served,
         wait_for("the switch", lambda: api.health()["serving"] == new, timeout=120)
         release.set()
         in_flight.join()
-        monkeypatch.setattr(tasks.evaluation.score, "generate_answers", generate)
+        monkeypatch.setattr(tasks.evaluation.generation, "generate_answers", generate)
         after = httpx.post(f"{api.url}/v1/chat/completions", json=chat(), timeout=300)
     answered = result["response"]
     assert answered.headers["X-Niftytune-Version"] == old

@@ -9,7 +9,7 @@ import pytest
 
 import adapters_registry
 import tasks.answering.loading
-import tasks.evaluation.score
+import tasks.evaluation.generation
 from adapters_registry import Registry
 from tasks.answering import ask
 from tasks.answering.ground import grounded_prompt
@@ -34,7 +34,7 @@ def captured(monkeypatch):
         seen.extend(conversations)
         return ["an answer"] * len(conversations)
 
-    monkeypatch.setattr(tasks.evaluation.score, "generate_answers", fake_generate)
+    monkeypatch.setattr(tasks.evaluation.generation, "generate_answers", fake_generate)
     return seen
 
 
@@ -52,7 +52,7 @@ def test_a_refusal_neither_loads_nor_runs_the_model_and_states_no_price(home, mo
         raise AssertionError("the model was used for a refusal")
 
     monkeypatch.setattr(tasks.answering.loading, "load_promoted", fail)
-    monkeypatch.setattr(tasks.evaluation.score, "generate_answers", fail)
+    monkeypatch.setattr(tasks.evaluation.generation, "generate_answers", fail)
     answer = ask(home, question, today=today)
     assert answer.refused and answer.version == champion_version(home) and answer.session is None
     assert answer.text == answer.grounding.refusal and not PRICE_LIKE.search(answer.text)
@@ -97,7 +97,7 @@ def test_a_grounded_answer_is_the_champions_adapters_and_not_the_base_models(hom
     adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), champion.path).eval()
     prompt = [{"role": "system", "content": Config().samples.system_prompt},
               {"role": "user", "content": grounded_prompt(question, answer.grounding)}]
-    assert answer.text == tasks.evaluation.score.generate_answers(adapter, AutoTokenizer.from_pretrained(base_dir),
+    assert answer.text == tasks.evaluation.generation.generate_answers(adapter, AutoTokenizer.from_pretrained(base_dir),
                                                             [prompt], 8)[0]
 
 

@@ -2,7 +2,7 @@
 are answered in one batch, each with the answer it gets alone; a streamed one is answered alone."""
 from __future__ import annotations
 
-import tasks.evaluation.score
+import tasks.evaluation.generation
 from tasks.answering import ask
 from tasks.answering.batching import GenerationQueue
 from tasks.answering.serving import ServedModels
@@ -17,13 +17,13 @@ def test_questions_waiting_together_are_answered_in_one_batch_each_with_its_own_
     models = ServedModels(home, poll_seconds=0)  # not started: only its champion and prompts are used
     loaded = models.champion
     messages = {q: models.prompt(loaded, q)[0] for q in QUESTIONS}
-    batches, generate = [], tasks.evaluation.score.generate_answers
+    batches, generate = [], tasks.evaluation.generation.generate_answers
 
     def counted(model, tokenizer, conversations, *args, **kwargs):
         batches.append((len(conversations), "streamer" in kwargs))
         return generate(model, tokenizer, conversations, *args, **kwargs)
 
-    monkeypatch.setattr(tasks.evaluation.score, "generate_answers", counted)
+    monkeypatch.setattr(tasks.evaluation.generation, "generate_answers", counted)
     queue = GenerationQueue(max_batch=8)
     first = queue.submit(loaded, messages[QUESTIONS[0]], 8)
     longer = queue.submit(loaded, messages[QUESTIONS[0]], 16)  # another length limit: another batch

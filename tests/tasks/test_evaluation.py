@@ -10,8 +10,8 @@ import pytest
 
 from adapters_registry import Registry
 from tasks.config import Config, TrainingConfig
-from tasks.evaluation.score import (ValidationFileError, load_number_accuracy, read_validation, score_candidate,
-                                    score_models, select_probes)
+from tasks.evaluation.probes import load_number_accuracy, select_probes
+from tasks.evaluation.score import ValidationFileError, read_validation, score_candidate, score_models
 from tasks.promotion import ChampionUnavailableError, decide_promotion
 from tasks.samples.chat import tokenize_conversation
 from tasks.training.base_model import hash_weight_files, resolve_base_model
@@ -148,7 +148,7 @@ def test_probes_run_on_merged_weights_and_the_base_comes_back_bit_for_bit(tiny_m
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tasks.evaluation.score import merged_adapter
+    from tasks.evaluation.generation import merged_adapter
 
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter).eval()
     weights = {n: p.detach().clone() for n, p in model.named_parameters() if "base_layer" in n}
@@ -222,7 +222,7 @@ def test_accuracy_is_reported_per_family_on_a_fixed_probe_subset(base, adapter, 
 
 
 def test_probes_are_scored_on_the_numbers_a_right_answer_shows_within_the_token_limit(base, val_path):
-    from tasks.evaluation.score import visible_truths
+    from tasks.evaluation.probes import visible_truths
 
     _, tokenizer = base
     probes = select_probes(read_validation(val_path), len(QA))
@@ -253,7 +253,7 @@ def test_probe_size_none_probes_every_record_in_file_order(val_path):
 
 
 def test_accuracy_is_reported_per_mode_and_closed_book_families_apart():
-    from tasks.evaluation.score import accuracy_of
+    from tasks.evaluation.probes import accuracy_of
 
     truth = [{"value": 100.0, "kind": "price"}]
     probes = [{"family": "close", "mode": "grounded"}, {"family": "close", "mode": "grounded"},
@@ -275,7 +275,7 @@ def test_ask_answers_with_the_promoted_adapter_not_the_base(tmp_path, tiny_model
     from peft import PeftModel
 
     from tasks.answering import ask
-    from tasks.evaluation.score import generate_answers
+    from tasks.evaluation.generation import generate_answers
 
     fields = lineage(base_identity=str(tiny_model_dir), file_hash=hash_weight_files(tiny_model_dir))
     promoted = Registry(tmp_path).register(adapter, fields, decision(True, "base"), promote=True)
