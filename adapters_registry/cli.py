@@ -8,25 +8,48 @@ roll back, verify.
     python -m adapters_registry rollback --to-base --reason "every version is corrupt"
     python -m adapters_registry verify          # exit status 1 on any mismatch
 
-A readable table by default, JSON with `--json`. Exit status: 0 ok, 1 verify found problems
-or nothing is promoted, 2 a registry error (message on stderr).
+A table by default, JSON with `--json`. Exit status: 0 ok, 1 verify found problems or nothing
+is promoted, 2 a registry error (message on stderr). The registry stands alone: this module
+imports nothing of `tasks` or `flows` (its home comes from `common`); `build_app(write_guard=...)` is how a CLI that mounts it
+holds its own lock around a rollback.
 """
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from common.home import resolve_home
 
 from .format import VERSIONS_DIR, RegistryError
 from .queries import VersionInfo
 from .store import Registry
 
+HOME_HELP = "runtime home (default: $NIFTYTUNE_HOME, else ./var)"
+Home = Annotated[Optional[str], typer.Option("--home", metavar="DIR", help=HOME_HELP)]
+Json = Annotated[bool, typer.Option("--json", help="print JSON (machine-readable) instead of a table")]
+WriteGuard = Callable[[Path], AbstractContextManager[Any]]
 
-def _home(args: argparse.Namespace):
-    from common.home import resolve_home
-    return resolve_home(getattr(args, "home", None))
+
+def _registry(ctx: typer.Context, home: str | None) -> Registry:
+    """The registry of `--home` given after the command, else before it (`--home DIR list`)."""
+    return Registry(resolve_home(home or ctx.parent.params.get("home")))
+
+
+def console() -> Console:
+    """Rich output on stdout: the terminal's width there; elsewhere (a pipe, a test) lines are
+    never wrapped, as plain `print` wrote them. No markup: reasons and paths print as written."""
+    return Console(width=None if sys.stdout.isatty() else 100_000, markup=False, highlight=False)
 
 
 def _print_json(data: Any) -> None:
@@ -34,13 +57,26 @@ def _print_json(data: Any) -> None:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    table = Table(*header, box=box.SIMPLE_HEAD if sys.stdout.isatty() else None, show_edge=False, pad_edge=False)
+    for row in rows:
+        table.add_row(*row)
+    console().print(table)
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _boundary(command: Callable[..., int]) -> Callable[..., int]:
+    """Registry errors (and refused input) become one line on stderr and exit status 2."""
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> int:
+        try:
+            return command(*args, **kwargs)
+        except (RegistryError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    return run
 
 
 def _version_row(info: VersionInfo, champion: str | None) -> list[str]:
@@ -50,10 +86,12 @@ def _version_row(info: VersionInfo, champion: str | None) -> list[str]:
             _fmt(info.candidate_loss), decision.baseline, _fmt(decision.delta), info.manifest.parent or "-"]
 
 
-def _cmd_list(registry: Registry, args) -> int:
+def list_versions(ctx: typer.Context, json_: Json = False, home: Home = None) -> int:
+    """Every version, oldest first (* marks the champion)."""
+    registry = _registry(ctx, home)
     versions, pointer = registry.list(), registry.pointer()
     champion = pointer.version if pointer else None
-    if args.json:
+    if json_:
         _print_json([{**v.to_dict(), "champion": v.version == champion} for v in versions])
     else:
         _table([_version_row(v, champion) for v in versions],
@@ -61,142 +99,140 @@ def _cmd_list(registry: Registry, args) -> int:
     return 0
 
 
-def _cmd_show(registry: Registry, args) -> int:
-    info = registry.get(args.version)
-    if args.json:
-        _print_json(info.to_dict())
-        return 0
+def _show_table(info: VersionInfo) -> None:
     manifest, lineage = info.manifest, info.manifest.lineage
-    print(f"version   {info.version}\npath      {info.path}\ncreated   {manifest.created.isoformat()}")
-    print(f"decision  {'promote' if manifest.decision.promote else 'reject'}: {manifest.decision.reason}")
-    print(f"parent    {manifest.parent or '-'}\nbase      {lineage.base_model.identity} "
-          f"(revision {lineage.base_model.revision or '-'}, weights {(lineage.base_model.file_hash or '-')[:12]})")
-    print(f"val set   {lineage.scores.val_hash[:12]}... ({lineage.scores.n_samples} samples, "
-          f"{lineage.scores.n_tokens} tokens)")
-    for name, score in lineage.scores.models.items():
-        print(f"  {name:<10} loss {_fmt(score.loss)}  accuracy {_fmt(score.accuracy_overall)}")
-    for name, record in manifest.files.items():
-        print(f"  {record.sha256[:12]}  {record.size:>10}  {name}")
+    base, scores = lineage.base_model, lineage.scores
+    _table([["version", info.version], ["path", str(info.path)], ["created", manifest.created.isoformat()],
+            ["decision", f"{'promote' if manifest.decision.promote else 'reject'}: {manifest.decision.reason}"],
+            ["parent", manifest.parent or "-"],
+            ["base", f"{base.identity} (revision {base.revision or '-'}, weights {(base.file_hash or '-')[:12]})"],
+            ["val set", f"{scores.val_hash[:12]}... ({scores.n_samples} samples, {scores.n_tokens} tokens)"]],
+           ["FIELD", "VALUE"])
+    _table([[name, _fmt(s.loss), _fmt(s.accuracy_overall)] for name, s in scores.models.items()],
+           ["MODEL", "LOSS", "ACCURACY"])
+    _table([[r.sha256[:12], str(r.size), name] for name, r in manifest.files.items()], ["SHA256", "BYTES", "FILE"])
+
+
+def show(ctx: typer.Context, version: Annotated[str, typer.Argument(help="a registered version id")],
+         json_: Json = False, home: Home = None) -> int:
+    """One version's manifest: decision, base model, scores, files."""
+    info = _registry(ctx, home).get(version)
+    if json_:
+        _print_json(info.to_dict())
+    else:
+        _show_table(info)
     return 0
 
 
-def _cmd_promoted(registry: Registry, args) -> int:
+def promoted(ctx: typer.Context, path: Annotated[bool, typer.Option("--path", help="print the version's folder")]
+             = False, json_: Json = False, home: Home = None) -> int:
+    """The champion's version id (or --path); exit status 1 when there is none."""
+    registry = _registry(ctx, home)
     info = registry.verified_champion()  # refuses what `verify` would refuse of the champion
     if info is None:
         print(f"no champion in {registry.root} (nothing promoted, or rolled back to the base model)",
               file=sys.stderr)
         return 1
-    if args.json:
+    if json_:
         _print_json(info.to_dict())
     else:
-        print(info.path if args.path else info.version)
+        print(info.path if path else info.version)
     return 0
 
 
-def _cmd_history(registry: Registry, args) -> int:
-    entries = registry.history()
-    if args.json:
+def history(ctx: typer.Context, json_: Json = False, home: Home = None) -> int:
+    """The ledger: registrations, decisions, rollbacks, prunes."""
+    entries = _registry(ctx, home).history()
+    if json_:
         _print_json([e.model_dump(mode="json", exclude_defaults=True) for e in entries])
-    else:
-        base = {"promote", "rollback"}  # a move with no version: to the base model
-        _table([[e.time.strftime("%Y-%m-%d %H:%M:%S"), e.event,
-                 e.version or ",".join(e.versions) or ("(base model)" if e.event in base else "-"),
-                 e.reason] for e in entries], ["TIME (UTC)", "EVENT", "VERSION", "REASON"])
+        return 0
+    base = {"promote", "rollback"}  # a move with no version: to the base model
+    _table([[e.time.strftime("%Y-%m-%d %H:%M:%S"), e.event,
+             e.version or ",".join(e.versions) or ("(base model)" if e.event in base else "-"),
+             e.reason] for e in entries], ["TIME (UTC)", "EVENT", "VERSION", "REASON"])
     return 0
 
 
-def _cmd_champion_at(registry: Registry, args) -> int:
-    when = datetime.fromisoformat(args.time)
+def champion_at(ctx: typer.Context, time: Annotated[str, typer.Argument(help="ISO 8601; naive = local time")],
+                json_: Json = False, home: Home = None) -> int:
+    """The champion at a time; exit status 1 when there was none."""
+    registry = _registry(ctx, home)
+    when = datetime.fromisoformat(time)
     version = registry.champion_at(when)
     present = version is not None and (registry.root / VERSIONS_DIR / version).is_dir()
-    if args.json:
+    if json_:
         _print_json({"time": when.isoformat(), "version": version, "present": present})
     else:
         print("-" if version is None else version if present else f"{version} (pruned)")
     return 0 if version else 1
 
 
-def _cmd_rollback(registry: Registry, args) -> int:
-    if (args.version is None) == (not args.to_base):
+def rollback(ctx: typer.Context, reason: Annotated[str, typer.Option("--reason", help="why (recorded in the ledger)")],
+             version: Annotated[Optional[str], typer.Argument(help="an earlier champion or promoted version")] = None,
+             to_base: Annotated[bool, typer.Option("--to-base", help="leave no champion: the base model answers "
+                                                                     "and is the gate's baseline")] = False,
+             json_: Json = False, home: Home = None) -> int:
+    """Point the champion back at an earlier version, or --to-base."""
+    if (version is None) == (not to_base):
         raise ValueError("rollback needs either a VERSION or --to-base (not both)")
-    if args.to_base:
-        registry.rollback_to_base(args.reason)
-        info = None
-    else:
-        info = registry.rollback(args.version, args.reason)
-    if args.json:
+    registry = _registry(ctx, home)
+    guard: WriteGuard = ctx.obj.get("write_guard") if isinstance(ctx.obj, dict) else None
+    with (guard or (lambda _: nullcontext()))(registry.home):
+        info = None if to_base else registry.rollback(version, reason)
+        if to_base:
+            registry.rollback_to_base(reason)
+    if json_:
         _print_json(info.to_dict() if info else {"version": None})
     else:
         print(f"champion is now {info.version}" if info else "champion is now (none): the base model answers")
     return 0
 
 
-def _cmd_verify(registry: Registry, args) -> int:
+def verify(ctx: typer.Context, json_: Json = False, home: Home = None) -> int:
+    """Re-hash every file; exit status 1 on any mismatch."""
+    registry = _registry(ctx, home)
     problems = registry.verify()
-    if args.json:
+    if json_:
         _print_json({"ok": not problems, "problems": problems})
+    elif problems:
+        _table([[p] for p in problems], ["PROBLEM"])
     else:
-        print("\n".join(problems) if problems else f"ok: {len(registry.list())} versions verified")
+        print(f"ok: {len(registry.list())} versions verified")
     return 1 if problems else 0
 
 
-COMMANDS = {"list": _cmd_list, "show": _cmd_show, "promoted": _cmd_promoted, "history": _cmd_history,
-            "champion-at": _cmd_champion_at, "rollback": _cmd_rollback, "verify": _cmd_verify}
+COMMANDS = {"list": list_versions, "show": show, "promoted": promoted, "history": history,
+            "champion-at": champion_at, "rollback": rollback, "verify": verify}
+READ_COMMANDS = ("list", "show", "promoted", "history", "champion-at", "verify")
 
 
-def build_parser(subparsers: Any = None) -> argparse.ArgumentParser:
-    """The registry's parser; given the `add_subparsers()` object of another CLI, mounts itself
-    there as `registry`. Dispatch with `run_command(args)` (also set as `args.func`)."""
-    description = "Query, roll back and verify the adapter registry."
-    if subparsers is None:
-        parser = argparse.ArgumentParser(prog="python -m adapters_registry", description=description)
-    else:
-        parser = subparsers.add_parser("registry", help=description, description=description)
-    # SUPPRESS: when mounted, do not clobber a --home the parent parser already set.
-    parser.add_argument("--home", default=argparse.SUPPRESS,
-                        help="runtime home (default: $NIFTYTUNE_HOME, else ./var)")
-    add_commands(parser)
-    parser.set_defaults(func=run_command)
-    return parser
+def _options(home: Home = None,
+             debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an unexpected error")]
+             = False) -> None:
+    """Query, roll back and verify the adapter registry."""
 
 
-def add_commands(parser: argparse.ArgumentParser) -> None:
-    """Add the registry's subcommands (and nothing else: no --home, no func) to a parser that
-    another CLI owns; dispatch with `run_command(args)`, which reads `args.home`."""
-    commands = parser.add_subparsers(dest="registry_command", required=True)
-    added = {
-        "list": commands.add_parser("list", help="every version, oldest first (* marks the champion)"),
-        "show": commands.add_parser("show", help="one version's manifest"),
-        "promoted": commands.add_parser("promoted", help="the champion's version id (or --path)"),
-        "history": commands.add_parser("history", help="the ledger: registrations, decisions, rollbacks, prunes"),
-        "champion-at": commands.add_parser("champion-at", help="the champion at a time (ISO 8601; naive = local)"),
-        "rollback": commands.add_parser("rollback", help="point the champion back at an earlier version, "
-                                                         "or --to-base"),
-        "verify": commands.add_parser("verify", help="re-hash every file; exit status 1 on any mismatch"),
-    }
-    added["show"].add_argument("version")
-    added["promoted"].add_argument("--path", action="store_true", help="print the version's folder")
-    added["champion-at"].add_argument("time")
-    added["rollback"].add_argument("version", nargs="?", help="an earlier champion or promoted version")
-    added["rollback"].add_argument("--to-base", action="store_true",
-                                   help="leave no champion: the base model answers and is the gate's baseline")
-    added["rollback"].add_argument("--reason", required=True, help="why (recorded in the ledger)")
-    for sub in added.values():
-        sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        # --home is accepted after the subcommand too (`registry list --home DIR`); SUPPRESS
-        # keeps a value given before the subcommand when it is not repeated here.
-        sub.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
-                         help="runtime home (default: $NIFTYTUNE_HOME, else ./var)")
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed registry command; registry errors become exit status 2 and one line."""
-    try:
-        return COMMANDS[args.registry_command](Registry(_home(args)), args)
-    except (RegistryError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def build_app(write_guard: WriteGuard | None = None) -> typer.Typer:
+    """The registry's commands as a typer app (`niftytune registry` mounts one with `add_typer`);
+    `write_guard(home)`, when given, is held around a rollback."""
+    app = typer.Typer(name="registry", no_args_is_help=True, add_completion=False,
+                      context_settings={"obj": {"write_guard": write_guard}},
+                      help="Query, roll back and verify the adapter registry.")
+    app.callback()(_options)
+    for name, command in COMMANDS.items():
+        app.command(name)(_boundary(command))
+    return app
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser().parse_args(argv))
+    """`python -m adapters_registry`: a usage error exits with status 2, --help with 0."""
+    command = typer.main.get_command(build_app())
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        with command.make_context("python -m adapters_registry", args) as ctx:
+            return command.invoke(ctx) or 0
+    except typer.Exit as exc:  # --help
+        raise SystemExit(exc.exit_code) from None
+    except typer.TyperException as exc:  # a usage error: click's message and status
+        exc.show()
+        raise SystemExit(exc.exit_code) from None

@@ -11,77 +11,24 @@ they were. Stages pass paths and small records, never models or DataFrames.
 """
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from common.timing import Stopwatch
 from flows.fetch_market import fetch_and_commit
+from flows.parameters import RetrainParameters
 from flows.progress import send_module_logs_to_run
 from flows.steps import (build_sample_files, publish_noop, publish_run, publish_skip, register_candidate,
                          resolve_trading_session, score_candidate, train_candidate)
 from tasks import reporting
-from tasks.config import Config, load_config, resolve_home, select_tickers
+from tasks.config import resolve_home
 from tasks.housekeeping import tidy_home
 from tasks.market import data as market_data
 from tasks.promotion import decide_promotion, existing_decision
 from tasks.runlock import run_lock
 from tasks.training.train import check_training_extras
-
-
-def _operator_form(schema: dict[str, Any]) -> None:
-    """Render every optional field as a plain input: Prefect's form shows `X | None` as a choice
-    of types that opens on "None" with no input, so the null branch is dropped (an empty field
-    is left out of the run's parameters and takes the default the description states)."""
-    for prop in schema.get("properties", {}).values():
-        branches = [b for b in prop.get("anyOf", []) if b.get("type") != "null"]
-        if len(branches) == 1 and len(prop["anyOf"]) == 2:
-            del prop["anyOf"]
-            prop.update(branches[0])
-            if prop.get("default", "") is None:  # a null default would be sent as null
-                del prop["default"]
-
-
-class RetrainParameters(BaseModel):
-    """What this run does. Leave a field empty to use its default."""
-
-    model_config = ConfigDict(json_schema_extra=_operator_form)
-
-    as_of: date | None = Field(None, description="Trading day to run for. Default: today in Asia/Kolkata.")
-    source: Literal["yahoo", "csv", "synthetic"] | None = Field(
-        None, description="Where market data comes from: yahoo (live), csv (a folder of files) or "
-                          "synthetic (offline). Default: the profile's (yahoo).")
-    csv_dir: str | None = Field(None, description="Folder of TICKER.csv files, for source csv only. "
-                                                  "Default: none.")
-    tickers: list[str] | None = Field(None, description="Symbols to use instead of the profile's list, "
-                                                        "e.g. ^NSEI and TCS.NS. Default: the profile's list.")
-    profile: str | None = Field(None, description="Settings profile: cpu, gpu, laptop-4gb or a YAML file's "
-                                                  "path. Default: gpu on a CUDA machine, else cpu.")
-    base_model: str | None = Field(None, description="Model to fine-tune: a Hugging Face id or a folder. "
-                                                     "Default: the profile's (embedded SmolLM2-135M).")
-    base_revision: str | None = Field(None, description="Commit to pin a Hugging Face base model to. "
-                                                        "Default: none (the profile's).")
-    min_delta: float | None = Field(None, ge=0, allow_inf_nan=False,
-                                    description="Validation-loss improvement a new adapter needs to be "
-                                                "promoted. Default: the profile's (0.005).")
-    max_steps: int | None = Field(None, description="Most training steps (-1: no cap). Default: the "
-                                                    "profile's (cpu 8, gpu no cap).")
-    max_train_samples: int | None = Field(None, ge=1, description="Most grounded training conversations. "
-                                                                  "Default: the profile's (cpu 32, gpu 2500).")
-    force: bool = Field(False, description="Retrain a day that already has a decision. Default: off.")
-    dry_run: bool = Field(False, description="Train, score and decide, but register nothing. Default: off.")
-    home: str | None = Field(None, description="Folder of the market data, adapters and registry. Default: "
-                                               "the deployment's (`niftytune serve --home`).")
-
-    def config(self) -> Config:
-        """The profile with these parameters applied."""
-        overrides = {"market.source": self.source, "market.csv_dir": self.csv_dir,
-                     "training.base_model": self.base_model, "training.base_revision": self.base_revision,
-                     "gate.min_delta": self.min_delta, "training.max_steps": self.max_steps,
-                     "samples.max_train_samples": self.max_train_samples}
-        return select_tickers(load_config(self.profile, overrides), self.tickers)
 
 
 # log_prints stays off: libraries print to stdout on purpose (dill captures dis output) and

@@ -351,15 +351,16 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 
 def load_config(profile: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a profile (default: `gpu` with CUDA else `cpu`) and apply dotted overrides."""
+    """Read a profile (default: `gpu` with CUDA else `cpu`) and apply dotted overrides (every key
+    given, None included: leave a key out to keep the profile's value; `tasks.overrides.merge`
+    drops the flags and parameters that were not given)."""
     path = profile_path(profile or default_profile())
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a profile must be a YAML mapping, got {type(data).__name__}")
     data.setdefault("profile", path.stem)
     for key, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(data, key, value)
+        _set_dotted(data, key, value)
     return Config.model_validate(data)
 
 

@@ -1,7 +1,7 @@
 """`python -m adapters_registry`: tables by default, JSON with --json, exit status for verify."""
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 
 from adapters_registry import Registry
-from adapters_registry.cli import add_commands, build_parser, main, run_command
+from adapters_registry.cli import READ_COMMANDS, build_app, main
 from tests.adapters_registry.fakes import decision, lineage, make_fake_adapter
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,18 +84,47 @@ def test_module_entry_point_and_home_from_the_environment(home):
     assert result.returncode == 0 and result.stdout.startswith("v0003-")
 
 
-def test_the_parser_mounts_under_another_cli(home, capsys):
-    top = argparse.ArgumentParser(prog="niftytune")
-    top.add_argument("--home")
-    build_parser(top.add_subparsers(dest="command"))
-    args = top.parse_args(["--home", str(home), "registry", "promoted"])
-    assert args.func(args) == 0 and capsys.readouterr().out.startswith("v0003-")
+def mounted(write_guard=None) -> typer.Typer:
+    """Another CLI with the registry's app mounted as `registry`, as `niftytune` mounts it."""
+    top = typer.Typer()
+    top.callback()(lambda: None)
+    top.add_typer(build_app(write_guard), name="registry")
+    return top
 
 
-def test_the_commands_mount_on_a_parser_that_already_has_home(home, capsys):
-    top = argparse.ArgumentParser(prog="niftytune")
-    registry = top.add_subparsers(dest="command").add_parser("registry")
-    registry.add_argument("--home")
-    add_commands(registry)
-    args = top.parse_args(["registry", "--home", str(home), "list", "--json"])
-    assert run_command(args) == 0 and len(json.loads(capsys.readouterr().out)) == 3
+def invoke(app: typer.Typer, *argv: str):
+    command = typer.main.get_command(app)
+    with command.make_context("niftytune", list(argv)) as ctx:
+        return command.invoke(ctx)
+
+
+@pytest.mark.parametrize("argv", [["registry", "--home", "{home}", "promoted"], ["registry", "promoted", "--home", "{home}"]],
+                         ids=["home before", "home after"])
+def test_the_app_mounts_under_another_cli_with_home_before_or_after_the_command(home, argv, capsys):
+    assert invoke(mounted(), *[a.format(home=home) for a in argv]) == 0
+    assert capsys.readouterr().out.startswith("v0003-")
+
+
+def test_a_mounting_cli_holds_its_guard_around_a_rollback(home, capsys):
+    held = []
+
+    @contextlib.contextmanager
+    def guard(path):
+        held.append(path)
+        yield
+
+    first = Registry(home).list()[0].version
+    assert invoke(mounted(guard), "registry", "rollback", first, "--reason", "test", "--home", str(home)) == 0
+    assert held == [home.resolve()] and Registry(home).champion().version == first
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS)
+def test_every_read_command_documents_json(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0 and "--json" in capsys.readouterr().out
+
+
+def test_promoted_json_is_the_champions_manifest(home, capsys):
+    code, out = run(capsys, "--home", str(home), "promoted", "--json")
+    assert code == 0 and json.loads(out)["version"] == Registry(home).champion().version

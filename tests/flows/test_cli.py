@@ -2,7 +2,6 @@
 with one clear line and a usage exit status, before anything is written."""
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import subprocess
@@ -13,10 +12,10 @@ from unittest import mock
 
 import httpx
 import pytest
+import typer
 
-from flows import cli, daily_retrain
-from flows.cli import build_parser, main
-from flows import processes
+from flows import daily_retrain, processes
+from flows.cli import build_app, common, main
 from tasks.market.calendar import resolve_session
 from tasks.config import load_config
 from tasks.market.data import commit_staged, stage_new_bars
@@ -28,16 +27,14 @@ SESSION = date(2025, 3, 28)  # a Friday session
 
 
 def subcommands() -> list[list[str]]:
-    """Every subcommand path of the parser: `fetch`, ..., `registry`, `registry list`, ..."""
-    def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> list[list[str]]:
+    """Every subcommand path of the CLI: `fetch`, ..., `registry`, `registry list`, ..."""
+    def walk(group, prefix: list[str]) -> list[list[str]]:
         found = []
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    found += [prefix + [name]] + walk(sub, prefix + [name])
+        for name, sub in getattr(group, "commands", {}).items():
+            found += [prefix + [name]] + walk(sub, prefix + [name])
         return found
 
-    return walk(build_parser(), [])
+    return walk(typer.main.get_command(build_app()), [])
 
 
 @pytest.fixture(autouse=True)
@@ -147,7 +144,7 @@ def test_run_passes_dry_run_to_the_flow(flags, dry_run, tmp_path, fast_profile, 
         received.append(params)
         return RunSummary(SESSION, SESSION, "dry-run" if params.dry_run else "rejected", "test")
 
-    monkeypatch.setattr(cli, "_prefect_api", lambda: None)
+    monkeypatch.setattr(common, "prefect_api", lambda: None)
     monkeypatch.setattr(processes, "start_ephemeral_prefect", lambda: None)
     monkeypatch.setattr(daily_retrain, "daily_retrain", flow)
     home = tmp_path / "home"

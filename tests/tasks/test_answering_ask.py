@@ -165,3 +165,17 @@ def test_niftytune_ask_after_rollback_to_base_answers_with_the_base_model(home, 
     assert answered.returncode == 0, answered.stderr[-2000:]
     assert answered.stdout.startswith("[base model (no champion) · figures from the session of Friday, "
                                       "29 November 2019] ")
+
+
+def test_ask_json_is_machine_readable_and_names_the_version_and_refusal(answering_home, capsys):
+    import json
+    from unittest import mock
+
+    from flows.cli import main
+
+    with mock.patch.dict("os.environ"):  # the CLI exports PREFECT_HOME and friends for its home
+        assert main(["ask", "What did Wipro close at yesterday?", "--today", "2019-11-29", "--json",
+                     "--home", str(answering_home)]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["version"] == Registry(answering_home).champion().version
+    assert answer["refused"] is True and answer["closed_book"] is False and answer["text"]
