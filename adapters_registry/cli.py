@@ -43,7 +43,7 @@ WriteGuard = Callable[[Path], AbstractContextManager[Any]]
 
 def _registry(ctx: typer.Context, home: str | None) -> Registry:
     """The registry of `--home` given after the command, else before it (`--home DIR list`)."""
-    return Registry(resolve_home(home or ctx.parent.params.get("home")))
+    return Registry(resolve_home(home or (ctx.parent.params.get("home") if ctx.parent else None)))
 
 
 def console() -> Console:
@@ -176,10 +176,10 @@ def rollback(ctx: typer.Context, reason: Annotated[str, typer.Option("--reason",
     if (version is None) == (not to_base):
         raise ValueError("rollback needs either a VERSION or --to-base (not both)")
     registry = _registry(ctx, home)
-    guard: WriteGuard = ctx.obj.get("write_guard") if isinstance(ctx.obj, dict) else None
+    guard: WriteGuard | None = ctx.obj.get("write_guard") if isinstance(ctx.obj, dict) else None
     with (guard or (lambda _: nullcontext()))(registry.home):
-        info = None if to_base else registry.rollback(version, reason)
-        if to_base:
+        info = None if version is None else registry.rollback(version, reason)
+        if version is None:  # --to-base, checked above
             registry.rollback_to_base(reason)
     if json_:
         _print_json(info.to_dict() if info else {"version": None})
@@ -201,8 +201,9 @@ def verify(ctx: typer.Context, json_: Json = False, home: Home = None) -> int:
     return 1 if problems else 0
 
 
-COMMANDS = {"list": list_versions, "show": show, "promoted": promoted, "history": history,
-            "champion-at": champion_at, "rollback": rollback, "verify": verify}
+COMMANDS: dict[str, Callable[..., int]] = {
+    "list": list_versions, "show": show, "promoted": promoted, "history": history, "champion-at": champion_at,
+    "rollback": rollback, "verify": verify}
 READ_COMMANDS = ("list", "show", "promoted", "history", "champion-at", "verify")
 
 
@@ -234,5 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:  # --help
         raise SystemExit(exc.exit_code) from None
     except typer.TyperException as exc:  # a usage error: click's message and status
-        exc.show()
+        # typer raises only its click fork's ClickException here, which has show(); typer does
+        # not export that class, and its base TyperException declares no show().
+        exc.show()  # type: ignore[attr-defined]
         raise SystemExit(exc.exit_code) from None

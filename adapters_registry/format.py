@@ -10,11 +10,11 @@ import math
 import re
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Final = 1  # Final: its type is Literal[1], what the records' `format` accepts
 FORMAT_TEXT = f"niftytune-adapters-registry {FORMAT_VERSION}\n"
 
 REGISTRY_DIR = "registry"                   # under the runtime home
@@ -41,6 +41,8 @@ FORBIDDEN_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 VERSION_ID = re.compile(r"^v(?P<seq>\d{4,})-(?P<day>\d{8})-(?P<sha>[0-9a-f]{8})$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CHAMPION_EVENTS = ("promote", "rollback")
+ChampionEvent = Literal["promote", "rollback"]
+LedgerEvent = Literal["register", "promote", "rollback", "prune", "recover"]
 
 
 class RegistryError(RuntimeError):
@@ -233,7 +235,7 @@ class ChampionPointer(_Record):
     since: datetime
     previous: str | None
     reason: str
-    event: Literal["promote", "rollback"] = "promote"
+    event: ChampionEvent = "promote"
     """The ledger event of this move (a crash between the swap and the ledger line leaves the
     pointer ahead of the ledger: the next writer logs this event for it)."""
 
@@ -242,7 +244,7 @@ class ChampionPointer(_Record):
 
 class LedgerEntry(_Record):
     time: datetime
-    event: Literal["register", "promote", "rollback", "prune", "recover"]
+    event: LedgerEvent
     reason: str
     version: str | None = None
     previous: str | None = None

@@ -3,6 +3,7 @@ atomically (champion.json), appended whole (ledger.jsonl) or never changes once 
 (versions/)."""
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,7 +87,9 @@ class RegistryView:
         """The champion after every check `verify` makes of it (files, manifest hash, pointer
         against the ledger); RegistryIntegrityError when one fails."""
         champion = self.champion()
-        problems = self.verify_version(champion.version) if champion else []
+        if champion is None:
+            return None
+        problems = self.verify_version(champion.version)
         if problems:
             raise RegistryIntegrityError(f"champion {champion.version} fails verification: " + "; ".join(problems))
         return champion
@@ -115,14 +118,15 @@ class RegistryView:
             raise RegistryCorruptError(f"{folder}: manifest names version {manifest.version!r}")
         return VersionInfo(version, folder, manifest)
 
-    def list(self) -> list[VersionInfo]:
+    # From here on, `list` in this class's annotations names this method: hence `builtins.list`.
+    def list(self) -> builtins.list[VersionInfo]:
         """Every version present, oldest first."""
         if not self._check_format():
             return []
         names = [name for name in self._version_names() if VERSION_ID.match(name)]
         return [self.get(name) for name in sorted(names, key=version_seq)]
 
-    def _unlogged_newest(self, entries: list[LedgerEntry]) -> str | None:
+    def _unlogged_newest(self, entries: builtins.list[LedgerEntry]) -> str | None:
         """The newest version when it alone lacks its `register` line (a crash between the
         rename and the append, which the next writer completes), else None."""
         registered = {e.version for e in entries if e.event == "register"}
@@ -130,11 +134,11 @@ class RegistryView:
         unlogged = [n for n in names if n not in registered]
         return unlogged[0] if unlogged and unlogged == names[-1:] else None
 
-    def _version_names(self) -> list[str]:
+    def _version_names(self) -> builtins.list[str]:
         folder = self.root / VERSIONS_DIR
         return [p.name for p in folder.iterdir()] if folder.is_dir() else []
 
-    def history(self) -> list[LedgerEntry]:
+    def history(self) -> builtins.list[LedgerEntry]:
         """The ledger, oldest first."""
         return self.ledger.read() if self._check_format() else []
 
@@ -145,12 +149,12 @@ class RegistryView:
         entries = self.history()
         moves = [(e.time, e.version) for e in entries if e.event in CHAMPION_EVENTS]
         pointer = self.pointer()
-        if check_pointer(pointer, entries, str(self.root / CHAMPION_FILE)).state == "pending":
+        if pointer is not None and check_pointer(pointer, entries, str(self.root / CHAMPION_FILE)).state == "pending":
             moves.append((pointer.since, pointer.version))  # crash between pointer and ledger
         earlier = [move for move in sorted(moves, key=lambda move: move[0]) if move[0] <= when]
         return earlier[-1][1] if earlier else None
 
-    def verify_version(self, version: str, entries: list[LedgerEntry] | None = None) -> list[str]:
+    def verify_version(self, version: str, entries: builtins.list[LedgerEntry] | None = None) -> builtins.list[str]:
         """Problems of one version (empty when every file matches its manifest and the manifest
         matches the hash its ledger registration recorded)."""
         folder = self.root / VERSIONS_DIR / version
@@ -174,11 +178,11 @@ class RegistryView:
                                 f"{recorded[-1][:12]}... its registration recorded in {self.ledger.path}")
         return problems
 
-    def verify(self) -> list[str]:
+    def verify(self) -> builtins.list[str]:
         """Re-hash every version and its manifest, check the pointer against the ledger and the
         ledger's lines; return the problems found. Leftovers of a crashed writer (staging, temp
         pointer, torn ledger line, a pointer swap not yet logged) are not problems."""
-        problems: list[str] = []
+        problems: builtins.list[str] = []
         try:
             if not self._check_format():
                 return []

@@ -20,8 +20,8 @@ from common.files import sha256_file, write_atomic
 
 from .consistency import PointerCheck, check_pointer, last_move
 from .format import (CHAMPION_EVENTS, CHAMPION_FILE, CHAMPION_TEMP_PREFIX, FORMAT_FILE, FORMAT_TEXT, FORMAT_VERSION,
-                     MANIFEST_FILE, STAGING_DIR, VERSIONS_DIR, ChampionPointer, LedgerEntry, RegistryCorruptError,
-                     dump_record, version_seq)
+                     MANIFEST_FILE, STAGING_DIR, VERSIONS_DIR, ChampionEvent, ChampionPointer, LedgerEntry, LedgerEvent,
+                     RegistryCorruptError, dump_record, version_seq)
 from .lock import RegistryLock
 from .queries import RegistryView
 from .verify import outside_problems
@@ -100,7 +100,7 @@ class RegistryWriter(RegistryView):
             check = check_pointer(pointer, self.ledger.read(), str(self.root / CHAMPION_FILE))
         except RegistryCorruptError as exc:
             pointer, check = None, PointerCheck("invalid", [str(exc)])
-        if check.state == "pending":
+        if check.state == "pending" and pointer is not None:  # "pending" is only ever said of a pointer
             self._log(pointer.event, f"recovered: pointer moved before its ledger entry ({pointer.reason})",
                       version=pointer.version, previous=pointer.previous, time=pointer.since)
         elif check.state == "invalid":
@@ -114,7 +114,8 @@ class RegistryWriter(RegistryView):
         """Versions registered before the ledger kept manifest hashes get theirs now (once)."""
         entries = self.ledger.read()
         hashed = {e.version for e in entries if e.manifest_sha256}
-        for version in sorted({e.version for e in entries if e.event == "register"} - hashed, key=version_seq):
+        registered = {e.version for e in entries if e.event == "register" and e.version}
+        for version in sorted(registered - hashed, key=version_seq):
             manifest = self.root / VERSIONS_DIR / version / MANIFEST_FILE
             if manifest.is_file() and not manifest.is_symlink():
                 self._log("recover", f"recorded the manifest hash of {version}, registered before the ledger "
@@ -126,14 +127,17 @@ class RegistryWriter(RegistryView):
         still the one it was decided against and the version verifies; else say why not."""
         entries = self.ledger.read()
         registrations = [i for i, e in enumerate(entries) if e.event == "register"]
-        if not registrations or not entries[registrations[-1]].decision.promote:
+        if not registrations:
             return
         decided = entries[registrations[-1]]
+        if decided.version is None or decided.decision is None or not decided.decision.promote:
+            return
         later = entries[registrations[-1] + 1:]
         if any(e.event in CHAMPION_EVENTS or (e.event == "recover" and e.version == decided.version
                                               and not e.manifest_sha256) for e in later):
             return
-        champion = last_move(entries).version if last_move(entries) else None
+        last = last_move(entries)
+        champion = last.version if last else None
         problems = self.verify_version(decided.version, entries)
         if champion == decided.previous and not problems:
             self._move_pointer(decided.version, f"completed after an interrupted write: {decided.reason}", "promote")
@@ -152,11 +156,11 @@ class RegistryWriter(RegistryView):
             self._prepare()
             return self.history()[before:]
 
-    def _log(self, event: str, reason: str, *, time: datetime | None = None, **fields: Any) -> None:
+    def _log(self, event: LedgerEvent, reason: str, *, time: datetime | None = None, **fields: Any) -> None:
         self.ledger.append(LedgerEntry(time=time or _now(), event=event, reason=reason, pid=os.getpid(),
                                        host=socket.gethostname(), **fields))
 
-    def _move_pointer(self, version: str | None, reason: str, event: str) -> None:
+    def _move_pointer(self, version: str | None, reason: str, event: ChampionEvent) -> None:
         """Swap champion.json atomically, then record the move in the ledger. `previous` is the
         champion the ledger vouches for (not what a damaged pointer says)."""
         last = last_move(self.ledger.read())

@@ -62,7 +62,7 @@ class Registry(RegistryWriter):
         champion pointer to it when `promote`. `expected_champion` (a version id or None), when
         given, must still be the champion, else ChampionChangedError (the decision is stale)."""
         record = decision if isinstance(decision, DecisionRecord) else DecisionRecord.model_validate(
-            asdict(decision) if is_dataclass(decision) else dict(decision))
+            asdict(decision) if is_dataclass(decision) and not isinstance(decision, type) else dict(decision))
         if record.promote != promote:
             raise ValueError(f"promote={promote} contradicts the decision ({record.promote}: {record.reason})")
         lineage = Lineage.model_validate(manifest_fields)
