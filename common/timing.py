@@ -12,7 +12,8 @@ class Stopwatch:
     to `digits`); with a `log`, each stage's start and time are logged at INFO too."""
 
     def __init__(self, log: logging.Logger | logging.LoggerAdapter | None = None, *, digits: int = 3) -> None:
-        self.log, self.digits, self.seconds = log, digits, {}
+        self.log, self.digits = log, digits
+        self.seconds: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:

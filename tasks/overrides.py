@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import yaml
 from pydantic import BaseModel
@@ -59,7 +59,7 @@ NAMED: tuple[NamedOverride, ...] = (
 )
 
 
-def _is_section(annotation: Any) -> bool:
+def _is_section(annotation: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 

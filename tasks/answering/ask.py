@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from tasks.answering.ground import Grounding, MarketView, ground, grounded_prompt
 from tasks.market.calendar import today_in_kolkata
@@ -54,6 +54,10 @@ def market_view(home: Path, cfg: Config) -> MarketView:
     return MarketView.from_bars(bars, cfg.market.tickers)
 
 
+@overload
+def prompt_for(question: str, cfg: Config, view: MarketView, today: date) -> tuple[list[dict], Grounding]: ...
+@overload
+def prompt_for(question: str, cfg: Config, view: MarketView | None, today: date) -> tuple[list[dict], Grounding | None]: ...
 def prompt_for(question: str, cfg: Config, view: MarketView | None, today: date) -> tuple[list[dict], Grounding | None]:
     """The conversation to generate from, and the grounding (None when closed-book)."""
     if view is None:

@@ -128,8 +128,9 @@ class TickerFacts:
         annual = self.volatility_annual
         return None if annual is None else risk_level(annual)
 
-    def close_vs_sma(self, n: int) -> float | None:
-        return pct(self.close, self.sma[n]) if n in self.sma else None
+    def close_vs_sma(self, n: int) -> float:
+        """The close's distance from the `n`-session average, in percent (KeyError without one)."""
+        return pct(self.close, self.sma[n])
 
     @property
     def trend(self) -> str | None:
@@ -155,7 +156,8 @@ class TickerFacts:
         if name in ("sma_10", "sma_20"):
             return self.sma.get(int(name[4:]))
         if name in ("close_vs_sma_10_pct", "close_vs_sma_20_pct"):
-            return self.close_vs_sma(int(name.split("_")[3]))
+            n = int(name.split("_")[3])
+            return self.close_vs_sma(n) if n in self.sma else None
         simple = {"open": self.open, "high": self.high, "low": self.low, "close": self.close,
                   "prev_close": self.prev_close, "change_pct": self.change, "volume": self.volume,
                   "avg_volume_20": self.avg_volume, "volume_vs_avg_pct": self.volume_vs_avg,

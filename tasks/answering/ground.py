@@ -136,7 +136,8 @@ def ground(question: str, view: MarketView, today: date) -> Grounding:
     session = _session_for(view, match.symbols, day)
     if isinstance(session, Grounding):
         return session
-    facts = [view.facts(s, session) for s in match.symbols]
+    # _session_for returned a session only if every symbol has facts at it: none is dropped here
+    facts = [f for f in (view.facts(s, session) for s in match.symbols) if f is not None]
     if len(facts) == 1:
         return Grounding("ticker", match.symbols, session, ticker_sheet(facts[0]))
     return Grounding("tickers", match.symbols, session, "\n\n".join(brief_sheet(f) for f in facts))

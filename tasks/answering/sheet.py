@@ -40,11 +40,11 @@ def _returns_lines(f: TickerFacts) -> list[str]:
 def _day_lines(f: TickerFacts) -> list[str]:
     lines = [f"open {_level(f, f.open)} | high {_level(f, f.high)} | low {_level(f, f.low)} | "
              f"close {_level(f, f.close)}"]
-    if f.prev_close is not None:
+    if f.prev_close is not None and f.change is not None:
         lines.append(f"previous close {_level(f, f.prev_close)} | day change {format_change(f.change)}")
     if f.volume is None:
         lines.append("volume: not reported")
-    elif f.avg_volume is None:
+    elif f.avg_volume is None or f.volume_vs_avg is None:
         lines.append(f"volume {round(f.volume):,}")
     else:
         lines.append(f"volume {round(f.volume):,} | {VOLUME_SESSIONS}-session average volume "
@@ -82,12 +82,21 @@ def ticker_sheet(f: TickerFacts) -> str:
 
 def brief_sheet(f: TickerFacts) -> str:
     """The sheet of one of several tickers asked about together: close, day change, returns."""
-    day = f"close {_level(f, f.close)}" + (f" | day change {format_change(f.change)}" if f.prev_close else "")
+    day = f"close {_level(f, f.close)}"
+    if f.prev_close and f.change is not None:
+        day += f" | day change {format_change(f.change)}"
     return "\n".join([_header(f), day, *_returns_lines(f)])
 
 
 def _mover(f: TickerFacts) -> str:
-    return f"{f.spec.name} {_level(f, f.close)} ({format_change(f.change)})"
+    return f"{f.spec.name} {_level(f, f.close)} ({format_change(mover_change(f))})"
+
+
+def mover_change(f: TickerFacts) -> float:
+    """The day's change of a ticker `market_movers` returned (it keeps only those that have one)."""
+    if f.change is None:
+        raise ValueError(f"{f.spec.symbol} has no previous close before {f.session}, so no day's change")
+    return f.change
 
 
 def market_movers(facts: Sequence[TickerFacts]) -> tuple[list[TickerFacts], list[TickerFacts], list[TickerFacts]]:
@@ -95,7 +104,7 @@ def market_movers(facts: Sequence[TickerFacts]) -> tuple[list[TickerFacts], list
     `gainers` (by change, best first) and `losers` is empty."""
     moved = [f for f in facts if f.prev_close is not None]
     indices = [f for f in moved if f.spec.kind == "index"]
-    others = sorted((f for f in moved if f.spec.kind != "index"), key=lambda f: (-f.change, f.spec.symbol))
+    others = sorted((f for f in moved if f.spec.kind != "index"), key=lambda f: (-mover_change(f), f.spec.symbol))
     if len(others) <= 2 * MARKET_MOVERS:
         return indices, others, []
     return indices, others[:MARKET_MOVERS], others[:-MARKET_MOVERS - 1:-1]

@@ -131,7 +131,8 @@ def _near_misses(question: str, key: Universe) -> list[tuple[int, str, bool]]:
         if len(words) <= 3 and len(name) >= TYPO_MIN_LENGTH and all(w.isalpha() for w in words):
             by_words.setdefault(len(words), {})[" ".join(words)] = (symbol, held)
     tokens = [(m.start(), m.group().lower()) for m in re.finditer(r"[A-Za-z]+", question)]
-    hits, used = [], set()
+    hits: list[tuple[int, str, bool]] = []
+    used: set[int] = set()
     for k in sorted(by_words, reverse=True):  # "tata motrs" as two words before "motrs" as one
         for i in range(len(tokens) - k + 1):
             span = range(i, i + k)

@@ -126,7 +126,7 @@ def subsample_priority(samples: list[dict[str, Any]], seed: int, latest: date) -
     by_fact: dict[str, list[str]] = {}
     for s in samples:
         by_fact.setdefault(s["fact"], []).append(s["id"])
-    repeat = {i: rank for ids in by_fact.values() for rank, i in enumerate(sorted(ids, key=digest.get))}
+    repeat = {i: rank for ids in by_fact.values() for rank, i in enumerate(sorted(ids, key=lambda i: digest[i]))}
     tier = {s["id"]: 0 if s["session"] == latest.isoformat() else 1 for s in samples}
     return {i: (tier[i], repeat[i], digest[i]) for i in digest}
 
@@ -141,7 +141,7 @@ def stratified_subsample(samples: list[dict[str, Any]], cap: int | None, seed: i
         raise ValueError(f"a cap of {cap} samples cannot keep all {len(sizes)} families represented")
     quotas, priority, keep = family_quotas(sizes, cap), subsample_priority(samples, seed, latest), set()
     for family in sizes:
-        ranked = sorted((s["id"] for s in samples if s["family"] == family), key=priority.get)
+        ranked = sorted((s["id"] for s in samples if s["family"] == family), key=lambda i: priority[i])
         keep.update(ranked[:quotas[family]])
     return [s for s in samples if s["id"] in keep]
 
@@ -189,7 +189,8 @@ def _example(path: Path, session: date) -> dict[str, Any] | None:
     """A sample about the latest session's data if there is one, else the first one."""
     samples = read_jsonl(path)
     about_latest = [s for s in samples if s["session"] == session.isoformat() and s["mode"] == "grounded"]
-    return (about_latest or samples or [None])[0]
+    chosen = about_latest or samples
+    return chosen[0] if chosen else None
 
 
 def format_sample_report(sample_set: SampleSet, tokenizer: Any = None) -> str:

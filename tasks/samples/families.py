@@ -17,7 +17,7 @@ from datetime import date
 
 from tasks.answering.facts import VOLATILITY_SESSIONS, WINDOWS, TickerFacts
 from tasks.answering.ground import MarketView
-from tasks.answering.sheet import market_movers
+from tasks.answering.sheet import market_movers, mover_change
 from tasks.samples.format import Figures, choose, session_words
 
 WINDOWS_PER_HISTORY_SESSION = 2
@@ -47,7 +47,7 @@ def _fact(family: str, facts: Sequence[TickerFacts], key: str, answer: str, fig:
 
 
 def close_answer(f: TickerFacts, fig: Figures) -> str | None:
-    if f.prev_close is None:
+    if f.change is None:  # no previous close
         return None
     k, name, day = f.spec.kind, f.spec.name, session_words(f.session)
     text = (f"{name} closed at {fig.level(f.close, k)} on {day} ({fig.change(f.change)} on the day), "
@@ -58,7 +58,7 @@ def close_answer(f: TickerFacts, fig: Figures) -> str | None:
 
 
 def change_answer(f: TickerFacts, fig: Figures) -> str | None:
-    if f.prev_close is None:
+    if f.prev_close is None or f.change is None:
         return None
     return (f"{f.spec.name} moved {fig.change(f.change)} on {session_words(f.session)}, from a previous close of "
             f"{fig.level(f.prev_close, f.spec.kind)} to {fig.level(f.close, f.spec.kind)}.")
@@ -73,7 +73,7 @@ def open_answer(f: TickerFacts, fig: Figures) -> str:
 
 
 def prev_close_answer(f: TickerFacts, fig: Figures) -> str | None:
-    if f.prev_close is None:
+    if f.prev_close is None or f.change is None:
         return None
     k = f.spec.kind
     return (f"Before the session of {session_words(f.session)}, the previous close of {f.spec.name} was "
@@ -87,7 +87,7 @@ def day_range_answer(f: TickerFacts, fig: Figures) -> str:
 
 
 def volume_answer(f: TickerFacts, fig: Figures) -> str | None:
-    if f.volume is None or f.avg_volume is None:
+    if f.volume is None or f.avg_volume is None or f.volume_vs_avg is None:
         return None
     return (f"{f.spec.name} traded a volume of {fig.volume(f.volume)} on {session_words(f.session)}, "
             f"{fig.change(f.volume_vs_avg)} versus its {fig.count(20)}-session average of {fig.volume(f.avg_volume)}.")
@@ -101,7 +101,7 @@ def performance_answer(f: TickerFacts, fig: Figures, n: int) -> str | None:
 
 
 def volatility_answer(f: TickerFacts, fig: Figures) -> str | None:
-    if f.volatility_daily is None:
+    if f.volatility_daily is None or f.volatility_annual is None:
         return None
     return (f"Over the {fig.count(VOLATILITY_SESSIONS)} sessions to {session_words(f.session)}, the daily returns "
             f"of {f.spec.name} had a standard deviation of {fig.magnitude(f.volatility_daily)}, or "
@@ -223,7 +223,7 @@ def summary_fact(facts: Sequence[TickerFacts], session: date) -> Fact | None:
     fig, sentences, named = Figures(), [], []
     for title, entries in groups:
         if entries:
-            items = [f"{f.spec.name} {fig.level(f.close, f.spec.kind)} ({fig.change(f.change)})" for f in entries]
+            items = [f"{f.spec.name} {fig.level(f.close, f.spec.kind)} ({fig.change(mover_change(f))})" for f in entries]
             sentences.append(f"{title}: {', '.join(items)}.")
             named += entries
     if not named:
