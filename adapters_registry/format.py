@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -144,8 +145,9 @@ class ScoresRecord(_Record):
     val_path: str | None = None
     n_samples: int = Field(ge=0)
     n_tokens: int = Field(ge=0)
-    models: dict[str, ModelScoreRecord]
-    """`base`, `candidate`, and `champion` when there was one."""
+    models: Mapping[str, ModelScoreRecord]
+    """`base`, `candidate`, and `champion` when there was one. (A Mapping, read-only like the
+    record: tasks.evaluation.score's ScoreReport narrows it to its ModelScore.)"""
     settings: dict[str, Any] = Field(default_factory=dict)
     """What every model was scored with (max length, batch size, dtype, probe size)."""
     probe_ids: list[str] = Field(default_factory=list)

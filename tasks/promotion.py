@@ -170,7 +170,7 @@ def register_candidate(home: Path, cfg: Config, candidate: Any, sample_set: Any,
 
 
 def _jsonable(value: Any) -> dict[str, Any]:
-    if is_dataclass(value):
+    if is_dataclass(value) and not isinstance(value, type):
         value = asdict(value)
     elif hasattr(value, "model_dump"):
         value = value.model_dump(mode="json")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from tasks.samples.chat import Message, render_prompt
 
@@ -43,7 +43,8 @@ def merged_adapter(model: Any) -> Iterator[bool]:
     from tasks.training.base_model import fits_twice
 
     layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-    weights = [m.get_base_layer().weight for m in layers]
+    # nn.Module.__getattr__ types `.weight` Tensor | Module; a LoRA layer's base weight is a tensor.
+    weights = [cast(torch.Tensor, m.get_base_layer().weight) for m in layers]
     need = sum(w.numel() * w.element_size() for w in weights)
     if (not layers or any(m.disable_adapters or m.merged for m in layers)
             or any(getattr(w, "quant_state", None) is not None or w.element_size() < 2 for w in weights)

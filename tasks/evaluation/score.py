@@ -49,10 +49,10 @@ class ScoreReport(ScoresRecord):
 
     val_path: str
     models: dict[str, ModelScore]
-    incomparable_champion: str | None = Field(None, exclude=True)
+    incomparable_champion: str | None = Field(default=None, exclude=True)
     """The champion when it was not scored because it was trained on another base model (the
     gate then compares with the base model; the decision is only valid while it is champion)."""
-    incomparable_reason: str | None = Field(None, exclude=True)
+    incomparable_reason: str | None = Field(default=None, exclude=True)
     """Why that champion was not scored, in words for the decision's reason."""
 
     @model_validator(mode="after")
@@ -243,5 +243,5 @@ def score_candidate(home: Path, cfg: Config, candidate: Any, sample_set: Any) ->
         raise ValidationFileError(f"{sample_set.val_path} changed: sha256 {report.val_hash} is not the sample "
                                   f"set's {sample_set.val_hash}")
     return report.model_copy(update={"champion_version": scored.version if scored else None,
-                                     "incomparable_champion": champion.version if why_not else None,
+                                     "incomparable_champion": champion.version if champion and why_not else None,
                                      "incomparable_reason": why_not})

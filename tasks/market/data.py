@@ -164,7 +164,8 @@ def stage_new_bars(home: Path, market: MarketConfig, symbol: str, session: Tradi
     """Fetch, clean and validate the bars the store lacks; write them to a staged file."""
     plan = plan_fetch(home, market, symbol, session)
     source = make_source(market, home)
-    bars, dropped = pd.DataFrame({c: [] for c in COLUMNS}, index=session_index([]), dtype="float64"), []
+    bars = pd.DataFrame({c: [] for c in COLUMNS}, index=session_index([]), dtype="float64")
+    dropped: list[DroppedRow] = []
     if plan.start is not None:
         raw = source.fetch(symbol, plan.start, plan.end)
         bars, dropped = clean_bars(raw, symbol, session, market)
@@ -221,7 +222,10 @@ def _merge_one(home: Path, cfg: Config, symbol: str, staged: Path,
     revised = int((new.loc[common] != stored.loc[common]).any(axis=1).sum())
     merged = pd.concat([stored.drop(common), new]).sort_index()
     added = new.index.difference(stored.index)
-    requested = tuple(date.fromisoformat(d) for d in meta["requested"]) if meta["requested"] else None
+    requested: tuple[date, date] | None = None
+    if meta["requested"]:
+        start, end = (date.fromisoformat(d) for d in meta["requested"])
+        requested = (start, end)
     expected = sessions_between(*requested, cfg.market) if requested else []
     kind = next((t.kind for t in cfg.market.tickers if t.symbol == symbol), "stock")
     report = TickerReport(
@@ -254,9 +258,9 @@ def check_coverage(cfg: Config, reports: list[TickerReport], session: date) -> s
     why: dict[str, list[str]] = {}
     for r in lacking:
         why.setdefault(r.error or f"latest bar {r.last_session}", []).append(r.symbol)
-    required = f"; required missing: {', '.join(r.symbol for r in missing_required)}" if missing_required else ""
+    named = f"; required missing: {', '.join(r.symbol for r in missing_required)}" if missing_required else ""
     return (f"market data for session {session} incomplete: {len(lacking)} of {len(reports)} tickers lack it "
-            f"(coverage {share:.0%}, need {cfg.market.min_coverage:.0%}{required}); nothing was stored; "
+            f"(coverage {share:.0%}, need {cfg.market.min_coverage:.0%}{named}); nothing was stored; "
             + "; ".join(f"{', '.join(symbols)}: {reason}" for reason, symbols in why.items()))
 
 
@@ -274,8 +278,8 @@ def commit_staged(home: Path, cfg: Config, session: TradingSession, staged: dict
                 if symbol not in staged:
                     reports.append(_failed_report(home, cfg, symbol, failures.get(symbol, "not fetched")))
                     continue
-                writes[symbol], report = _merge_one(home, cfg, symbol, staged[symbol], session.session)
-                reports.append(report)
+                writes[symbol], ticker_report = _merge_one(home, cfg, symbol, staged[symbol], session.session)
+                reports.append(ticker_report)
             reports = [replace(r, has_session=r.last_session is not None and r.last_session >= session.session)
                        for r in reports]
             coverage = sum(r.has_session for r in reports) / max(len(reports), 1)

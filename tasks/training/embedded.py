@@ -75,7 +75,9 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
                                                  quantization_config=GgufConfig(dequantize=True))
     # The weights are dense now; drop the GGUF quantizer so the folder is an ordinary model.
-    model.hf_quantizer = None
+    # transformers sets hf_quantizer without declaring it on PreTrainedModel, so torch's
+    # Module.__getattr__ types it Tensor | Module.
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.name_or_path = EMBEDDED_BASE_MODEL

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 
-def base_weight(base: torch.nn.Module) -> torch.Tensor:
+def base_weight(base: torch.nn.Linear) -> torch.Tensor:
     """The base layer's [out, in] weight: dequantised for a bitsandbytes 4-bit layer (what its
     own matmul does on every call), the plain weight otherwise."""
     weight = base.weight
@@ -46,7 +46,7 @@ class LoraLinearFunction(torch.autograd.Function):
     """y = x W^T + b + s (x A^T) B^T with W frozen; gradients for x, A and B."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, base: torch.nn.Module, lora_a: torch.Tensor, lora_b: torch.Tensor,
+    def forward(ctx: Any, x: torch.Tensor, base: torch.nn.Linear, lora_a: torch.Tensor, lora_b: torch.Tensor,
                 scaling: float) -> torch.Tensor:
         # Autocast would cast inside each op; the dtypes are fixed here once instead, and the
         # gradients are handed back in the dtypes of x, A and B.

@@ -17,6 +17,7 @@ import math
 import shutil
 import uuid
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -99,6 +100,8 @@ def build_sft_config(cfg: Config, output_dir: Path, *, compute_dtype: "torch.dty
     # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (old name warns).
     ckpt = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ \
         else "gradient_checkpointing"
+    checkpointing: dict[str, Any] = {ckpt: t.gradient_checkpointing,
+                                     f"{ckpt}_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None}
     return SFTConfig(
         output_dir=str(output_dir), seed=t.seed, data_seed=t.seed,
         max_length=t.max_length, completion_only_loss=True,
@@ -110,8 +113,7 @@ def build_sft_config(cfg: Config, output_dir: Path, *, compute_dtype: "torch.dty
         warmup_steps=min(t.warmup_ratio, 0.999),  # a float < 1 is a ratio (transformers 5)
         lr_scheduler_type=t.lr_scheduler_type, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
         optim=t.optim, bf16=bf16, fp16=fp16, use_cpu=default_device() == "cpu",
-        **{ckpt: t.gradient_checkpointing,
-           f"{ckpt}_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None},
+        **checkpointing,
         eval_strategy="steps", eval_steps=t.eval_steps, eval_on_start=True,
         save_strategy="steps", save_steps=t.eval_steps, save_only_model=True, save_total_limit=1,
         load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
@@ -203,7 +205,7 @@ def _training_record(run_id: str, cfg: Config, samples: Any, ref: BaseModelRef, 
 
 
 def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train_ds: Any, val_ds: Any,
-                   progress: bool, extra_callbacks: list[Any] = ()) -> Any:
+                   progress: bool, extra_callbacks: Sequence[Any] = ()) -> Any:
     """An SFTTrainer with a fresh LoRA adapter, early stopping and the non-finite loss guard."""
     from transformers import EarlyStoppingCallback
     from trl import SFTTrainer
@@ -219,12 +221,13 @@ def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train
     _keep_adapters_fp32(trainer.model, dtype)
     if t.fused_lora:
         from tasks.training.fused_lora import fuse_lora_layers
+        assert trainer.model is not None  # SFTTrainer sets it from `model=`; typed Optional
         fuse_lora_layers(trainer.model)
     return trainer
 
 
 def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool,
-           callbacks: list[Any] = ()) -> Candidate:
+           callbacks: Sequence[Any] = ()) -> Candidate:
     t, stopwatch = cfg.training, Stopwatch()
     log.debug("training run %s with config %s", run_dir.name, cfg.model_dump_json())  # also in the manifest
     with stopwatch("imports"):  # peft, trl, transformers' Trainer, bitsandbytes: seconds, once per process
@@ -272,7 +275,7 @@ def check_training_extras(training: TrainingConfig) -> None:
 
 
 def train_adapter(home: Path, cfg: Config, samples: Any, *, run_id: str | None = None,
-                  progress: bool = True, callbacks: list[Any] = ()) -> Candidate:
+                  progress: bool = True, callbacks: Sequence[Any] = ()) -> Candidate:
     """Train a fresh LoRA adapter on `samples` (a SampleSet) and write `runs/<run-id>/adapter/`;
     on any failure the run folder is removed and the error re-raised. `callbacks` are extra
     TrainerCallbacks (the benchmarks time steps with one)."""
