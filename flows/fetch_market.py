@@ -29,7 +29,8 @@ def fetch_and_commit(home: Path, cfg: Config, session: TradingSession) -> FetchR
     fetch = fetch_task(cfg)
     # The fetches get a runner of their own: the calling flow's is not sized for Yahoo's rate
     # limit (the daily flow's runs every stage, and a flow's runner is fixed before its config is read).
-    with ThreadPoolTaskRunner(max_workers=cfg.market.fetch_workers) as runner:
+    runner: ThreadPoolTaskRunner[Path] = ThreadPoolTaskRunner(max_workers=cfg.market.fetch_workers)
+    with runner:
         futures = {t.symbol: runner.submit(fetch, {"home": home, "cfg": cfg, "symbol": t.symbol, "session": session})
                    for t in cfg.market.tickers}
         outcomes = {symbol: future.result(raise_on_failure=False) for symbol, future in futures.items()}

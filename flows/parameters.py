@@ -7,7 +7,7 @@ dotted path, as `niftytune run --set` gives them. `config()` applies both to the
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
@@ -31,6 +31,11 @@ def _operator_form(schema: dict[str, Any]) -> None:
 class _Parameters(BaseModel):
     model_config = ConfigDict(json_schema_extra=_operator_form)
 
+    if TYPE_CHECKING:  # fields that create_model adds below, in the form's order
+        profile: str | None
+        overrides: dict[str, Any] | None
+        tickers: list[str] | None
+
     @field_validator("overrides", check_fields=False)
     @classmethod
     def _known_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -53,19 +58,34 @@ def _named_field(named: overrides.NamedOverride) -> tuple[Any, Any]:
     return Optional[annotation], Field(None, description=named.help)
 
 
-RetrainParameters = create_model(
-    "RetrainParameters", __base__=_Parameters, __doc__="What this run does. Leave a field empty to use its default.",
-    as_of=(Optional[date], Field(None, description="Trading day to run for. Default: today in Asia/Kolkata.")),
-    tickers=(Optional[list[str]], Field(None, description="Symbols to use instead of the profile's list, "
-                                                          "e.g. ^NSEI and TCS.NS. Default: the profile's list.")),
-    profile=(Optional[str], Field(None, description="Settings profile: cpu, gpu, laptop-4gb or a YAML file's "
-                                                    "path. Default: gpu on a CUDA machine, else cpu.")),
-    **{named.param: _named_field(named) for named in overrides.NAMED},
-    overrides=(Optional[dict[str, Any]], Field(None, description=(
-        "Any other settings, by dotted name as in a profile, e.g. {\"training.lora_r\": 32, "
-        "\"market.fetch_workers\": 2}. Default: none (the profile's)."))),
-    force=(bool, Field(False, description="Retrain a day that already has a decision. Default: off.")),
-    dry_run=(bool, Field(False, description="Train, score and decide, but register nothing. Default: off.")),
-    home=(Optional[str], Field(None, description="Folder of the market data, adapters and registry. Default: "
-                                                 "the deployment's (`niftytune serve --home`).")),
-)
+# Typed Any: mypy checks a ** argument against every keyword of create_model (`__doc__`, `__base__`, ...).
+_NAMED_FIELDS: dict[str, Any] = {named.param: _named_field(named) for named in overrides.NAMED}
+
+if TYPE_CHECKING:
+    class RetrainParameters(_Parameters):
+        """What mypy knows of the class create_model makes below (it cannot type a made class)."""
+
+        as_of: date | None
+        force: bool
+        dry_run: bool
+        home: str | None
+
+        def __init__(self, **data: Any) -> None: ...  # the fields above, and overrides.NAMED's
+else:
+    RetrainParameters = create_model(
+        "RetrainParameters", __base__=_Parameters,
+        __doc__="What this run does. Leave a field empty to use its default.",
+        as_of=(Optional[date], Field(None, description="Trading day to run for. Default: today in Asia/Kolkata.")),
+        tickers=(Optional[list[str]], Field(None, description="Symbols to use instead of the profile's list, "
+                                                              "e.g. ^NSEI and TCS.NS. Default: the profile's list.")),
+        profile=(Optional[str], Field(None, description="Settings profile: cpu, gpu, laptop-4gb or a YAML file's "
+                                                        "path. Default: gpu on a CUDA machine, else cpu.")),
+        **_NAMED_FIELDS,
+        overrides=(Optional[dict[str, Any]], Field(None, description=(
+            "Any other settings, by dotted name as in a profile, e.g. {\"training.lora_r\": 32, "
+            "\"market.fetch_workers\": 2}. Default: none (the profile's)."))),
+        force=(bool, Field(False, description="Retrain a day that already has a decision. Default: off.")),
+        dry_run=(bool, Field(False, description="Train, score and decide, but register nothing. Default: off.")),
+        home=(Optional[str], Field(None, description="Folder of the market data, adapters and registry. Default: "
+                                                     "the deployment's (`niftytune serve --home`).")),
+    )

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import types
 from collections.abc import Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,15 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def popen_tied_to_this_process(*args, **kwargs) -> subprocess.Popen:
-    """subprocess.Popen whose child dies with this process (see `die_with_parent`).
+def popen_tied_to_this_process(args: str | Sequence[str], **kwargs: Any) -> subprocess.Popen:
+    """subprocess.Popen whose child dies with this process (see `die_with_parent`); `args`
+    positional or by name, as Prefect's server passes it, the rest by name.
     The tie is to the calling thread on Linux: call it from a thread that lives as long as the
     process (the main thread)."""
     parent = os.getpid()
     if kwargs.get("preexec_fn") is not None:
         raise ValueError("popen_tied_to_this_process sets preexec_fn itself")
-    return subprocess.Popen(*args, preexec_fn=lambda: die_with_parent(parent), **kwargs)
+    return subprocess.Popen(args, preexec_fn=lambda: die_with_parent(parent), **kwargs)
 
 
 def start_ephemeral_prefect() -> None:
@@ -64,8 +66,9 @@ def start_ephemeral_prefect() -> None:
     # Prefect's server module calls `subprocess.Popen`; give it a module whose Popen ties the
     # child to this process (the rest of `subprocess` unchanged), for this module only.
     if not getattr(server.subprocess, "niftytune_tied", False):
-        server.subprocess = types.SimpleNamespace(**{**vars(subprocess), "Popen": popen_tied_to_this_process,
-                                                     "niftytune_tied": True})
+        # A stand-in for the module (duck-typed), which mypy types as the module itself.
+        server.subprocess = types.SimpleNamespace(  # type: ignore[assignment]
+            **{**vars(subprocess), "Popen": popen_tied_to_this_process, "niftytune_tied": True})
     try:
         server.SubprocessASGIServer().start(timeout=EPHEMERAL_STARTUP_SECONDS)
     except RuntimeError as exc:  # Prefect's message hides the cause; say what was tried

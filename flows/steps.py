@@ -47,15 +47,15 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-def fetch_task(cfg: Config) -> Task:
+def fetch_task(cfg: Config) -> Task[[Path, Config, str, TradingSession], Path]:
     """`fetch_new_bars` as the flows run it: a Prefect task retried on transient faults with the
     config's `market.fetch_*` budget. The only place those retries are set: decorator arguments
     are fixed at import, so a decorated default would differ from what a run is configured with."""
     market = cfg.market
-    return task(market_data.fetch_new_bars, name="fetch-new-bars", task_run_name="fetch-{symbol}",
+    return task(name="fetch-new-bars", task_run_name="fetch-{symbol}",
                 cache_policy=NO_CACHE, retries=market.fetch_retries, retry_condition_fn=is_transient,
                 retry_delay_seconds=exponential_backoff(backoff_factor=market.fetch_backoff_seconds),
-                retry_jitter_factor=market.fetch_jitter_factor)
+                retry_jitter_factor=market.fetch_jitter_factor)(market_data.fetch_new_bars)
 
 
 @task(name="commit-bars", cache_policy=NO_CACHE)
@@ -95,7 +95,7 @@ def train_candidate(home: Path, cfg: Config, sample_set: SampleSet) -> Candidate
     return training.train_adapter(home, cfg, sample_set, run_id=scratch_run_id(), callbacks=[training_progress()])
 
 
-score_candidate = task(score.score_candidate, name="score-candidate", cache_policy=NO_CACHE)
+score_candidate = task(name="score-candidate", cache_policy=NO_CACHE)(score.score_candidate)
 
 
 @task(name="register-candidate", cache_policy=NO_CACHE)

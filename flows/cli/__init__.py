@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:  # --help
         raise SystemExit(exc.exit_code) from None
     except typer.TyperException as exc:  # a usage error: the message and click's status, 2
-        exc.show()
+        # typer raises only its click fork's ClickException here, which has show(); typer does
+        # not export that class, and its base TyperException declares no show().
+        exc.show()  # type: ignore[attr-defined]
         raise SystemExit(exc.exit_code) from None
     except Exception as exc:  # the registry's app handles its own errors, not the home's lock (1)
         from flows.preflight import report_error

@@ -116,7 +116,8 @@ def with_config(command: Callable[..., int]) -> Callable[..., int]:
         return command(config=choice, **kwargs)
 
     params = kept + _config_parameters()
-    run.__signature__ = signature.replace(parameters=params)
+    # inspect (hence typer) reads __signature__, which function types do not declare.
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
     run.__annotations__ = {p.name: p.annotation for p in params}
     return run
 

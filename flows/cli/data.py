@@ -2,15 +2,18 @@
 run (fetch uses its tasks), writing the home under its lock."""
 from __future__ import annotations
 
+from datetime import date
+
 import typer
 
 from flows.cli.common import AsOf, ConfigChoice, Debug, Home, as_of_or_today, flow_logs, prepare_home, progress, \
     register
+from tasks.config import Config
 
 app = typer.Typer()
 
 
-def _checked(config: ConfigChoice, as_of) -> object:
+def _checked(config: ConfigChoice, as_of: date | None) -> Config:
     """The resolved config; a bad flag, profile or date fails before anything is created."""
     from flows.preflight import check_not_future
 

@@ -1,7 +1,7 @@
 """`niftytune serve` and `server`: the scheduled deployment, and the local Prefect API and UI."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -10,7 +10,10 @@ from flows.cli.common import Debug, Home, prepare_home, register
 from tasks.overrides import leaf_fields
 
 app = typer.Typer()
-Source = leaf_fields()["market.source"].annotation  # yahoo, csv, synthetic: the config's choices
+if TYPE_CHECKING:
+    Source = str  # to mypy, which cannot take a type from a value; typer gets the Literal below
+else:
+    Source = leaf_fields()["market.source"].annotation  # yahoo, csv, synthetic: the config's choices
 
 
 @register(app, "serve", "serve the daily-retrain deployment on its schedule",
