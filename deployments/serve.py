@@ -59,9 +59,9 @@ def serve(home: Path, *, cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZ
     prefect_serve(build_deployment(home, cron=cron, timezone=timezone, parameters=parameters))
 
 
-def start_server(home: Path, *, host: str = "127.0.0.1", port: int = 4200) -> None:
-    """Become `prefect server start` (exec: a signal to this process reaches the server itself),
-    with its database under the home."""
+def start_server(home: Path, *, host: str = "127.0.0.1", port: int = 4200) -> int:
+    """Run `prefect server start` with its database under the home, as a child that dies with
+    this process and gets its signals; return its exit status."""
     env = {**os.environ, "PREFECT_HOME": str(home / "prefect"),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     print(f"Prefect UI: http://{host}:{port}  (database under {home / 'prefect'}; Ctrl-C stops it)", flush=True)

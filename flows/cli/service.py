@@ -45,5 +45,4 @@ def server(host: Annotated[str, typer.Option("--host", help="bind address (127.0
     path = prepare_home(home)
     from deployments.serve import start_server
 
-    start_server(path, host=host, port=port)  # replaces this process
-    return 0
+    return start_server(path, host=host, port=port)  # the server's exit status

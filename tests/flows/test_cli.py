@@ -153,6 +153,18 @@ def test_run_passes_dry_run_to_the_flow(flags, dry_run, tmp_path, fast_profile, 
     assert capsys.readouterr().out.startswith(f"daily-retrain as of {SESSION} (session {SESSION}): ")
 
 
+def test_server_exits_with_the_status_of_the_prefect_server(tmp_path, monkeypatch):
+    started = []
+
+    def run_foreground(command, env=None):
+        started.append(command)
+        return 1  # e.g. the port is taken
+
+    monkeypatch.setattr(processes, "run_foreground", run_foreground)
+    assert main(["server", "--home", str(tmp_path / "home"), "--port", "4299"]) == 1
+    assert started[0][1:] == ["-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", "4299"]
+
+
 def test_server_serves_the_api_and_the_ui_on_the_port_given_with_its_database_under_the_home(tmp_path):
     # Never the README's port 4200 (another test's server, or a user's, may hold it).
     home, port, log = tmp_path / "home", free_port(), tmp_path / "server.log"
