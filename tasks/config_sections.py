@@ -182,10 +182,13 @@ class TrainingConfig(_Section):
     """Gradient clipping."""
     optim: str = "adamw_torch"
     """Optimizer name as transformers knows it (`adamw_torch_fused`, `paged_adamw_8bit`, ...)."""
-    eval_steps: int = Field(default=20, ge=1)
-    """Evaluate on the validation set every this many steps."""
+    eval_steps: int | None = Field(default=20, ge=1)
+    """Evaluate on the validation set every this many steps (and at step 0), checkpoint, and
+    restore the best checkpoint at the end. None: no evaluation during training; the adapter
+    after the last step is the candidate, and scoring measures its validation loss beside the
+    base model's, which is the loss before training (a fresh adapter changes nothing)."""
     early_stopping_patience: int = Field(default=3, ge=1)
-    """Evaluations without improvement before training stops."""
+    """Evaluations without improvement before training stops (with `eval_steps` only)."""
     early_stopping_threshold: float = Field(default=0.0, ge=0.0)
     """Smallest drop in validation loss that counts as an improvement."""
     packing: bool = False
