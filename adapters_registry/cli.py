@@ -29,6 +29,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from common.cli import run_app
 from common.home import resolve_home
 
 from .format import VERSIONS_DIR, RegistryError
@@ -227,15 +228,4 @@ def build_app(write_guard: WriteGuard | None = None) -> typer.Typer:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m adapters_registry`: a usage error exits with status 2, --help with 0."""
-    command = typer.main.get_command(build_app())
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        with command.make_context("python -m adapters_registry", args) as ctx:
-            return command.invoke(ctx) or 0
-    except typer.Exit as exc:  # --help
-        raise SystemExit(exc.exit_code) from None
-    except typer.TyperException as exc:  # a usage error: click's message and status
-        # typer raises only its click fork's ClickException here, which has show(); typer does
-        # not export that class, and its base TyperException declares no show().
-        exc.show()  # type: ignore[attr-defined]
-        raise SystemExit(exc.exit_code) from None
+    return run_app(build_app(), "python -m adapters_registry", argv)

@@ -7,6 +7,7 @@
     home.py      resolve_home: the runtime home
     schedule.py  the daily schedule's cron and time zone
     table.py     format_table: a plain-text table
+    cli.py       run_app: a typer app as a command line (exit statuses of --help and usage errors)
 
 Arrows point one way: flows -> tasks -> adapters_registry -> common. Nothing here imports any of
 them (tests/adapters_registry/test_imports.py checks).

@@ -58,7 +58,8 @@ class _TrainingProgress:
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.start, self.first_step = time.perf_counter(), state.global_step
-        log.info("training: %d steps, evaluation every %s steps", state.max_steps, args.eval_steps)
+        every = f"every {args.eval_steps} steps" if args.eval_strategy != "no" else "after training, by scoring"
+        log.info("training: %d steps, validation %s", state.max_steps, every)
 
     def _rate(self, state: Any) -> tuple[float, str]:
         done, elapsed = state.global_step - self.first_step, time.perf_counter() - self.start

@@ -1,5 +1,7 @@
-"""The layers of issue 14: `tasks/` is plain Python (no Prefect), Prefect sits at the edges in
-`flows/`; every stage package imports in an interpreter where Prefect cannot be imported."""
+"""The shape of issue 14: `tasks/` is plain Python (no Prefect), Prefect sits at the edges in
+`flows/`; every stage package imports in an interpreter where Prefect cannot be imported; no
+module of the product over 300 lines, no function over 40. (The registry's own import rule is
+tests/adapters_registry/test_imports.py.)"""
 from __future__ import annotations
 
 import ast
@@ -65,3 +67,37 @@ def test_the_block_itself_works():
     done = subprocess.run([sys.executable, "-c", BLOCK_PREFECT, "flows.steps"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode != 0 and "blocked by the test" in done.stderr
+
+
+PRODUCT = ("tasks", "flows", "adapters_registry", "common", "deployments")
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 300, 40
+
+
+def _product_files() -> list[Path]:
+    return sorted(p for package in PRODUCT for p in (ROOT / package).rglob("*.py"))
+
+
+def test_no_module_over_300_lines():
+    """A module a newcomer can read in one sitting (issue 14). Benchmarks and tests are scripts
+    and suites, not the product, and are not held to it."""
+    long = {str(p.relative_to(ROOT)): n for p in _product_files()
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert long == {}
+
+
+def test_no_function_over_40_lines():
+    """Counted from the `def` line (decorators excluded) to the function's last line."""
+    long = {}
+    for path in _product_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if (n := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES:
+                    long[f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"] = n
+    assert long == {}
+
+
+def test_the_size_checks_see_the_product():
+    """They would pass vacuously over an empty or wrong tree."""
+    files = {str(p.relative_to(ROOT)) for p in _product_files()}
+    assert {"tasks/training/train.py", "flows/daily_retrain.py", "adapters_registry/store.py",
+            "common/files.py"} <= files

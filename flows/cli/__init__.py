@@ -23,6 +23,7 @@ from pathlib import Path
 import typer
 
 from adapters_registry.cli import build_app as build_registry_app
+from common.cli import run_app
 from flows.cli import answer, common, data, runs, service
 
 DESCRIPTION = "Keep a small language model current on the Indian market: fetch, sample, train, gate, promote."
@@ -48,18 +49,9 @@ def build_app() -> typer.Typer:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit status. A usage error exits with status 2, --help with 0."""
-    command = typer.main.get_command(build_app())
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        with command.make_context("niftytune", args) as ctx:
-            return command.invoke(ctx) or 0
-    except typer.Exit as exc:  # --help
-        raise SystemExit(exc.exit_code) from None
-    except typer.TyperException as exc:  # a usage error: the message and click's status, 2
-        # typer raises only its click fork's ClickException here, which has show(); typer does
-        # not export that class, and its base TyperException declares no show().
-        exc.show()  # type: ignore[attr-defined]
-        raise SystemExit(exc.exit_code) from None
+        return run_app(build_app(), "niftytune", args)
     except Exception as exc:  # the registry's app handles its own errors, not the home's lock (1)
         from flows.preflight import report_error
 

@@ -100,7 +100,7 @@ def _config_parameters() -> list[inspect.Parameter]:
     params.append(_option("set_", Optional[list[str]], typer.Option(
         "--set", metavar="SECTION.FIELD=VALUE", callback=_sets, rich_help_panel=CONFIG,
         help="set any config field, as its YAML key in a profile, e.g. --set training.lora_r=32 (repeatable; "
-             "null for none, \\[a, b] for a list); every field is documented in tasks/config.py")))
+             "null for none, \\[a, b] for a list); every field is documented in tasks/config_sections.py and configs/")))
     return params
 
 

@@ -164,8 +164,7 @@ def stage_new_bars(home: Path, market: MarketConfig, symbol: str, session: Tradi
     """Fetch, clean and validate the bars the store lacks; write them to a staged file."""
     plan = plan_fetch(home, market, symbol, session)
     source = make_source(market, home)
-    bars = pd.DataFrame({c: [] for c in COLUMNS}, index=session_index([]), dtype="float64")
-    dropped: list[DroppedRow] = []
+    bars, dropped = pd.DataFrame({c: [] for c in COLUMNS}, index=session_index([]), dtype="float64"), list[DroppedRow]()
     if plan.start is not None:
         raw = source.fetch(symbol, plan.start, plan.end)
         bars, dropped = clean_bars(raw, symbol, session, market)
@@ -222,15 +221,12 @@ def _merge_one(home: Path, cfg: Config, symbol: str, staged: Path,
     revised = int((new.loc[common] != stored.loc[common]).any(axis=1).sum())
     merged = pd.concat([stored.drop(common), new]).sort_index()
     added = new.index.difference(stored.index)
-    requested: tuple[date, date] | None = None
-    if meta["requested"]:
-        start, end = (date.fromisoformat(d) for d in meta["requested"])
-        requested = (start, end)
-    expected = sessions_between(*requested, cfg.market) if requested else []
+    first, last = (date.fromisoformat(d) for d in meta["requested"]) if meta["requested"] else (None, None)
+    expected = sessions_between(first, last, cfg.market) if first and last else []
     kind = next((t.kind for t in cfg.market.tickers if t.symbol == symbol), "stock")
     report = TickerReport(
         symbol, meta["source"], bool(meta["synthetic"]), merged.index[-1].date() if len(merged) else None,
-        rows_added=len(added), rows_revised=revised, requested=requested,
+        rows_added=len(added), rows_revised=revised, requested=(first, last) if first and last else None,
         dropped=tuple(DroppedRow(d and date.fromisoformat(d), r) for d, r in meta["dropped"]),
         anomalies=tuple(find_anomalies(merged, added, cfg.market, kind, expected)),
         last_close=float(merged["close"].iloc[-1]) if len(merged) else None)

@@ -15,27 +15,19 @@ import json
 import logging
 import math
 import shutil
-import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.files import write_atomic
 from common.timing import Stopwatch
-from common.versions import library_versions
 from tasks.config import Config, TrainingConfig
 from tasks.samples.chat import tokenize_conversations
-from tasks.training.base_model import (  # noqa: F401
-    BaseModelRef,
-    build_bnb_config,
-    default_device,
-    load_base,
-    resolve_base_model,
-    resolve_compute_dtype,
-)
+from tasks.training.base_model import (BaseModelRef, build_bnb_config, default_device, load_base,  # noqa: F401
+                                       resolve_base_model, resolve_compute_dtype)
+from tasks.training.record import (TRAINING_JSON, format_candidate, loss_line, new_run_id,  # noqa: F401
+                                   training_record, write_training_json)
 
 if TYPE_CHECKING:  # imported where used: the training task times its imports
     import torch
@@ -47,7 +39,6 @@ log = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
-TRAINING_JSON = "training.json"
 
 # trl 1.16 steers `use_liger_kernel` users to kernels downloaded from the Hub at run time; this
 # project trains offline, so it keeps the installed Liger package and drops that advice.
@@ -64,14 +55,14 @@ class NonFiniteLossError(TrainingError):
 
 @dataclass(frozen=True)
 class Candidate:
-    """A trained adapter, as evaluated on the validation set during training."""
+    """A trained adapter; its validation losses during training, None without evaluation then."""
 
     run_id: str
     run_dir: Path
     adapter_dir: Path
     training_json: Path
-    best_eval_loss: float
-    initial_eval_loss: float
+    best_eval_loss: float | None
+    initial_eval_loss: float | None
     best_step: int
     base: BaseModelRef
 
@@ -87,8 +78,8 @@ def build_lora_config(training: TrainingConfig) -> "LoraConfig":
 
 def build_sft_config(cfg: Config, output_dir: Path, *, compute_dtype: "torch.dtype | None" = None,
                      progress: bool = True) -> "SFTConfig":
-    """trl SFTConfig: completion-only loss on the pre-tokenized mask, eval and save every
-    `eval_steps`, best checkpoint (by eval loss) restored at the end, cosine warmup schedule."""
+    """trl SFTConfig: completion-only loss on the pre-tokenized mask, evaluation as
+    `_evaluation_args` says, cosine warmup schedule."""
     import torch
     from trl import SFTConfig
 
@@ -114,9 +105,7 @@ def build_sft_config(cfg: Config, output_dir: Path, *, compute_dtype: "torch.dty
         lr_scheduler_type=t.lr_scheduler_type, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
         optim=t.optim, bf16=bf16, fp16=fp16, use_cpu=default_device() == "cpu",
         **checkpointing,
-        eval_strategy="steps", eval_steps=t.eval_steps, eval_on_start=True,
-        save_strategy="steps", save_steps=t.eval_steps, save_only_model=True, save_total_limit=1,
-        load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        **_evaluation_args(t),
         logging_steps=t.logging_steps, logging_first_step=True, disable_tqdm=not progress,
         report_to="none", include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=t.dataloader_num_workers, dataloader_pin_memory=torch.cuda.is_available(),
@@ -124,6 +113,17 @@ def build_sft_config(cfg: Config, output_dir: Path, *, compute_dtype: "torch.dty
         train_sampling_strategy=t.train_sampling_strategy,
         pad_to_multiple_of=t.pad_to_multiple_of,
     )
+
+
+def _evaluation_args(t: TrainingConfig) -> dict[str, Any]:
+    """Evaluate and checkpoint every `eval_steps`, the best checkpoint restored at the end. With
+    `eval_steps` None, neither: the adapter after the last step is the candidate, and scoring
+    measures its validation loss beside the base model's (the loss before training)."""
+    if t.eval_steps is None:
+        return {"eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False}
+    return {"eval_strategy": "steps", "eval_steps": t.eval_steps, "eval_on_start": True,
+            "save_strategy": "steps", "save_steps": t.eval_steps, "save_only_model": True, "save_total_limit": 1,
+            "load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False}
 
 
 def tokenize_samples(path: Path, tokenizer: Any, max_length: int) -> "Dataset":
@@ -170,54 +170,20 @@ def _keep_adapters_fp32(model: Any, dtype: "torch.dtype") -> None:
             param.data = param.data.float()
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, json.dumps(data, indent=2, default=str).encode("utf-8"))
-
-
-def new_run_id() -> str:
-    """A sortable, unique run id: UTC time plus a short random suffix."""
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-
-
-def _eval_history(state: Any) -> list[dict[str, float]]:
-    return [{"step": e["step"], "eval_loss": e["eval_loss"]} for e in state.log_history if "eval_loss" in e]
-
-
-def _training_record(run_id: str, cfg: Config, samples: Any, ref: BaseModelRef, state: Any,
-                     counts: dict[str, int], phases: dict[str, float]) -> dict[str, Any]:
-    """Everything training.json records: what was trained, on what, with which libraries, how it went."""
-    evals = _eval_history(state)
-    return {
-        "run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": cfg.model_dump(mode="json"),
-        "base_model": {"identity": ref.identity, "revision": ref.revision, "file_hash": ref.file_hash,
-                       "source": ref.source},
-        "samples": {"session": str(samples.session), "train_hash": samples.train_hash,
-                    "val_hash": samples.val_hash, "content_hash": samples.content_hash,
-                    "train_path": str(samples.train_path), "val_path": str(samples.val_path), **counts},
-        "seed": cfg.training.seed, "libraries": library_versions(),
-        "eval_losses": evals, "initial_eval_loss": evals[0]["eval_loss"],
-        "best_step": state.best_global_step, "best_eval_loss": state.best_metric,
-        "steps_trained": state.global_step, "max_steps": state.max_steps,
-        "stopped_early": state.global_step < state.max_steps,
-        "tokens_seen": int(state.num_input_tokens_seen), "wall_seconds": phases,
-    }
-
-
 def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train_ds: Any, val_ds: Any,
                    progress: bool, extra_callbacks: Sequence[Any] = ()) -> Any:
-    """An SFTTrainer with a fresh LoRA adapter, early stopping and the non-finite loss guard."""
+    """An SFTTrainer with a fresh LoRA adapter, the non-finite loss guard, and early stopping when
+    it evaluates (`val_ds` None: no evaluation during training)."""
     from transformers import EarlyStoppingCallback
     from trl import SFTTrainer
 
     t = cfg.training
     dtype = resolve_compute_dtype(t, default_device())
+    stopping = [] if val_ds is None else [EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold)]
     trainer = SFTTrainer(
         model=model, args=build_sft_config(cfg, run_dir / CHECKPOINTS_DIR, compute_dtype=dtype, progress=progress),
         train_dataset=train_ds, eval_dataset=val_ds, processing_class=tokenizer,
-        peft_config=build_lora_config(t),
-        callbacks=[EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold),
-                   _non_finite_callback(), *extra_callbacks])
+        peft_config=build_lora_config(t), callbacks=[*stopping, _non_finite_callback(), *extra_callbacks])
     _keep_adapters_fp32(trainer.model, dtype)
     if t.fused_lora:
         from tasks.training.fused_lora import fuse_lora_layers
@@ -243,12 +209,12 @@ def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool,
                                                     gradient_checkpointing_kwargs={"use_reentrant": False})
     with stopwatch("tokenize"):
         train_ds = tokenize_samples(Path(samples.train_path), tokenizer, t.max_length)
-        val_ds = tokenize_samples(Path(samples.val_path), tokenizer, t.max_length)
+        val_ds = None if t.eval_steps is None else tokenize_samples(Path(samples.val_path), tokenizer, t.max_length)
     with stopwatch("setup"):  # adapters attached, datasets packed, kernels patched
         trainer = _build_trainer(cfg, run_dir, model, tokenizer, train_ds, val_ds, progress, callbacks)
     with stopwatch("train"):
         trainer.train()
-    if trainer.state.best_global_step is None:
+    if t.eval_steps is not None and trainer.state.best_global_step is None:
         raise TrainingError(f"no evaluation after step 0 (max_steps={t.max_steps}, eval_steps={t.eval_steps}): "
                             "nothing to pick the best adapter from")
     adapter_dir = run_dir / ADAPTER_DIR
@@ -256,15 +222,18 @@ def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool,
         trainer.model.save_pretrained(adapter_dir)
         tokenizer.save_pretrained(adapter_dir)
         shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
-    counts = {"n_train": train_ds.num_rows, "n_val": val_ds.num_rows}
-    record = _training_record(run_dir.name, cfg, samples, ref, trainer.state, counts, dict(stopwatch.seconds))
-    _write_json(adapter_dir / TRAINING_JSON, record)
-    log.info("run %s: eval loss %.4f -> %.4f (best step %d of %d), phases %s", run_dir.name,
-             record["initial_eval_loss"], record["best_eval_loss"], record["best_step"],
-             record["steps_trained"], record["wall_seconds"])
+    counts = {"n_train": train_ds.num_rows, "n_val": _count_lines(Path(samples.val_path))}
+    record = training_record(run_dir.name, cfg, samples, ref, trainer.state, counts, dict(stopwatch.seconds))
+    write_training_json(adapter_dir / TRAINING_JSON, record)
+    log.info("run %s: %s, phases %s", run_dir.name, loss_line(record), record["wall_seconds"])
     return Candidate(run_id=run_dir.name, run_dir=run_dir, adapter_dir=adapter_dir,
                      training_json=adapter_dir / TRAINING_JSON, best_eval_loss=record["best_eval_loss"],
                      initial_eval_loss=record["initial_eval_loss"], best_step=record["best_step"], base=ref)
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, encoding="utf-8") as fh:
+        return sum(1 for line in fh if line.strip())
 
 
 def check_training_extras(training: TrainingConfig) -> None:
@@ -290,14 +259,3 @@ def train_adapter(home: Path, cfg: Config, samples: Any, *, run_id: str | None =
         raise
 
 
-def format_candidate(candidate: Candidate) -> str:
-    """A few lines for people: where the adapter is, how the validation loss moved, phase times."""
-    record = json.loads(candidate.training_json.read_text())
-    phases = ", ".join(f"{name} {sec:.1f}s" for name, sec in record["wall_seconds"].items())
-    return "\n".join([
-        f"run {candidate.run_id}: adapter {candidate.adapter_dir}",
-        f"base {candidate.base.identity} ({candidate.base.source}, {candidate.base.file_hash[:12]})",
-        f"validation loss {candidate.initial_eval_loss:.4f} before training -> {candidate.best_eval_loss:.4f} "
-        f"at step {candidate.best_step} of {record['steps_trained']}"
-        + (" (stopped early)" if record["stopped_early"] else ""),
-        f"tokens seen {record['tokens_seen']:,}; {phases}"])

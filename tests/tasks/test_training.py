@@ -13,7 +13,7 @@ import torch
 
 from tasks.config import Config, load_config
 from tasks.training.fused_lora import _fused_forward
-from tasks.training.train import NonFiniteLossError, TrainingError, train_adapter
+from tasks.training.train import NonFiniteLossError, TrainingError, format_candidate, train_adapter
 
 NAMES = ["NIFTY 50", "SENSEX", "TCS", "Infosys", "HDFC Bank", "ICICI Bank", "Reliance Industries"]
 SYSTEM = "You are niftytune, an assistant for the Indian stock market."
@@ -92,6 +92,27 @@ def keep_trainer(monkeypatch) -> list:
 
     monkeypatch.setattr(training, "_build_trainer", recording)
     return kept
+
+
+def test_without_evaluation_during_training_the_last_step_is_the_candidate(tmp_path, tiny_model_dir, keep_trainer):
+    """eval_steps null (the cpu profile): no evaluation, no checkpoint, the adapter after the last
+    step is saved; training.json says so and leaves the losses to scoring."""
+    samples = write_samples(tmp_path / "samples")
+    cfg = tiny_config(tiny_model_dir, eval_steps=None, max_steps=6)
+    cand = train_adapter(tmp_path / "home", cfg, samples, run_id="run-1", progress=False)
+    record = json.loads(cand.training_json.read_text())
+    assert record["evaluated_during_training"] is False and record["eval_losses"] == []
+    assert (record["initial_eval_loss"], record["best_eval_loss"]) == (None, None) == (cand.initial_eval_loss,
+                                                                                       cand.best_eval_loss)
+    assert record["best_step"] == record["steps_trained"] == cand.best_step == 6 and record["samples"]["n_val"] > 0
+    trainer = keep_trainer[0]
+    assert trainer.eval_dataset is None and not any("eval_loss" in e for e in trainer.state.log_history)
+    assert sorted(p.name for p in cand.run_dir.iterdir()) == ["adapter"]  # no checkpoint was written
+    saved = lora_tensors(cand.adapter_dir)  # the in-memory model after step 6, as saved
+    live = {n.replace(".default", ""): p for n, p in trainer.model.named_parameters() if "lora_" in n}
+    assert saved and all(torch.equal(saved[n].cpu(), live[n].detach().cpu()) for n in saved if n in live)
+    assert len([n for n in saved if n in live]) == len(saved)
+    assert "no evaluation during training (6 steps)" in format_candidate(cand)
 
 
 @pytest.mark.parametrize("load_in_4bit,fused", [(False, False), (True, False), (True, True)],

@@ -29,13 +29,13 @@ def test_cpu_profile_trains_plain_lora_in_fp32_within_the_demo_budget(tmp_path):
     assert build_bnb_config(t, "cpu") is None and t.base_model == "embedded:smollm2-135m-instruct"
     assert cfg.market.source == "yahoo" and cfg.samples.max_train_samples and cfg.samples.max_val_samples
     assert t.max_steps * t.per_device_train_batch_size <= cfg.samples.max_train_samples
-    assert t.max_steps % t.eval_steps == 0 and t.max_length == 768  # a data sheet and its question: ~650 tokens
+    assert t.eval_steps is None and t.max_length == 768  # a data sheet and its question: ~650 tokens
     args = build_sft_config(cfg, tmp_path, compute_dtype=torch.float32, progress=False)
     assert not args.bf16 and not args.fp16 and not args.packing and not args.gradient_checkpointing
     assert args.completion_only_loss is True and args.max_length == 768 and args.max_steps == t.max_steps
-    assert args.eval_strategy == args.save_strategy == "steps" and args.eval_steps == args.save_steps == t.eval_steps
-    assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss" and not args.greater_is_better
-    assert args.eval_on_start and args.save_only_model and args.report_to == []
+    # Scoring measures the validation losses; on 2 cores training does not evaluate or checkpoint.
+    assert args.eval_strategy == args.save_strategy == "no" and not args.load_best_model_at_end
+    assert not args.eval_on_start and args.report_to == []
     assert args.lr_scheduler_type == "cosine" and args.warmup_steps == t.warmup_ratio and args.seed == t.seed
     lora = build_lora_config(t)
     assert set(lora.target_modules) == SEVEN and (lora.r, lora.lora_alpha) == (t.lora_r, t.lora_alpha)
