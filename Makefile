@@ -29,7 +29,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	@# Two workers (2-core CI); the tests that use the README's server address share one.
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 demo: install
 	rm -rf $(DEMO_HOME)

@@ -22,3 +22,4 @@ def shared_market() -> Path:
     if not SHARED_MARKET.is_dir():
         pytest.skip(f"recorded market data not found at {SHARED_MARKET}")
     return SHARED_MARKET
+

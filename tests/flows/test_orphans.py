@@ -15,6 +15,9 @@ import pytest
 
 from tests.flows.conftest import clean_env, free_port
 
+# The README's server address (127.0.0.1:4200): `make test`'s xdist workers run these files in one worker.
+pytestmark = pytest.mark.xdist_group("readme-server")
+
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "flows.cli"]
 

@@ -17,8 +17,9 @@ from tests.flows.readme_processes import PrefectServer, start_process, stop_proc
 
 DATABASE = os.environ.get("NIFTYTUNE_TEST_POSTGRES")  # postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB
 
-pytestmark = pytest.mark.skipif(not DATABASE, reason="no PostgreSQL: NIFTYTUNE_TEST_POSTGRES is unset "
-                                "(.ci/run starts Debian's postgresql and sets it)")
+pytestmark = [pytest.mark.skipif(not DATABASE, reason="no PostgreSQL: NIFTYTUNE_TEST_POSTGRES is unset "
+                                 "(.ci/run starts Debian's postgresql and sets it)"),
+              pytest.mark.xdist_group("readme-server")]  # one xdist worker with the README's server tests
 
 
 def free_port() -> int:

@@ -11,6 +11,9 @@ import pytest
 from tests.flows.conftest import PROJECT_ROOT, log_tail, wait_for
 from tests.flows.readme_processes import README_URL, start_process, stop_process, user_env
 
+# The README's server address (127.0.0.1:4200): `make test`'s xdist workers run these files in one worker.
+pytestmark = pytest.mark.xdist_group("readme-server")
+
 # As deployments/prefect.yaml and the README write them.
 SETUP = [["prefect", "work-pool", "create", "niftytune", "--type", "process"],
          ["prefect", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all"]]
