@@ -15,8 +15,8 @@ import pytest
 
 from tests.flows.conftest import clean_env, free_port
 
-# The README's server address (127.0.0.1:4200): `make test`'s xdist workers run these files in one worker.
-pytestmark = pytest.mark.xdist_group("readme-server")
+# The README's server address (127.0.0.1:4200): `make test` runs these files on their own, after the rest.
+pytestmark = pytest.mark.readme_server
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "flows.cli"]

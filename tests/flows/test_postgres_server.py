@@ -19,7 +19,7 @@ DATABASE = os.environ.get("NIFTYTUNE_TEST_POSTGRES")  # postgresql+asyncpg://USE
 
 pytestmark = [pytest.mark.skipif(not DATABASE, reason="no PostgreSQL: NIFTYTUNE_TEST_POSTGRES is unset "
                                  "(.ci/run starts Debian's postgresql and sets it)"),
-              pytest.mark.xdist_group("readme-server")]  # one xdist worker with the README's server tests
+              pytest.mark.readme_server]  # run on its own, after the rest (`make test`)
 
 
 def free_port() -> int:

@@ -16,8 +16,8 @@ from flows.daily_retrain import RetrainParameters, daily_retrain
 from tests.flows.conftest import PROJECT_ROOT, log_tail, wait_for
 from tests.flows.readme_processes import user_env
 
-# The README's server address (127.0.0.1:4200): `make test`'s xdist workers run these files in one worker.
-pytestmark = pytest.mark.xdist_group("readme-server")
+# The README's server address (127.0.0.1:4200): `make test` runs these files on their own, after the rest.
+pytestmark = pytest.mark.readme_server
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 # SQLAlchemy 2.1 broke Prefect 3.8's scheduler service; its log then repeats this line.

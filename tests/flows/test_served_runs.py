@@ -24,8 +24,8 @@ from deployments.alerts import ALERT_BLOCK, AUTOMATION_NAME
 from tests.flows.conftest import log_tail, wait_for
 from tests.flows.readme_processes import ServedDeployment, readme_serve
 
-# The README's server address (127.0.0.1:4200): `make test`'s xdist workers run these files in one worker.
-pytestmark = pytest.mark.xdist_group("readme-server")
+# The README's server address (127.0.0.1:4200): `make test` runs these files on their own, after the rest.
+pytestmark = pytest.mark.readme_server
 
 # Serve registers in ~10-20 s on 2 cores and the scheduler needs a few more; the killed-run tests
 # run while the minute comes (file order), and the scheduled run waits for the slot if need be.

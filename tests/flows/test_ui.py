@@ -26,7 +26,7 @@ MAX_STEPS = 2  # the profile says 4: a non-default value, and a quicker run
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.xdist_group("readme-server"),  # one xdist worker with the README's server tests
+    pytest.mark.readme_server,  # run on its own, after the rest (`make test`)
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser: {CHROMIUM} is missing "
                        "(apt-get install chromium; .ci/run installs it)"),
 ]

@@ -11,8 +11,8 @@ import pytest
 from tests.flows.conftest import PROJECT_ROOT, log_tail, wait_for
 from tests.flows.readme_processes import README_URL, start_process, stop_process, user_env
 
-# The README's server address (127.0.0.1:4200): `make test`'s xdist workers run these files in one worker.
-pytestmark = pytest.mark.xdist_group("readme-server")
+# The README's server address (127.0.0.1:4200): `make test` runs these files on their own, after the rest.
+pytestmark = pytest.mark.readme_server
 
 # As deployments/prefect.yaml and the README write them.
 SETUP = [["prefect", "work-pool", "create", "niftytune", "--type", "process"],
