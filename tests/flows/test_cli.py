@@ -23,9 +23,6 @@ from tasks.reporting import RunSummary
 from tests.flows.conftest import file_digests, free_port
 from tests.flows.readme_processes import PrefectServer, start_process, stop_process, wait_for
 
-# The README's server address (127.0.0.1:4200): `make test` runs these files on their own, after the rest.
-pytestmark = pytest.mark.readme_server
-
 SESSION = date(2025, 3, 28)  # a Friday session
 
 

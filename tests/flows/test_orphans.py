@@ -15,9 +15,6 @@ import pytest
 
 from tests.flows.conftest import clean_env, free_port
 
-# The README's server address (127.0.0.1:4200): `make test` runs these files on their own, after the rest.
-pytestmark = pytest.mark.readme_server
-
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "flows.cli"]
 

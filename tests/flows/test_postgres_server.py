@@ -17,9 +17,8 @@ from tests.flows.readme_processes import PrefectServer, start_process, stop_proc
 
 DATABASE = os.environ.get("NIFTYTUNE_TEST_POSTGRES")  # postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB
 
-pytestmark = [pytest.mark.skipif(not DATABASE, reason="no PostgreSQL: NIFTYTUNE_TEST_POSTGRES is unset "
-                                 "(.ci/run starts Debian's postgresql and sets it)"),
-              pytest.mark.readme_server]  # run on its own, after the rest (`make test`)
+pytestmark = pytest.mark.skipif(not DATABASE, reason="no PostgreSQL: NIFTYTUNE_TEST_POSTGRES is unset "
+                                "(.ci/run starts Debian's postgresql and sets it)")
 
 
 def free_port() -> int:
