@@ -62,9 +62,10 @@ def samples(config: ConfigChoice, as_of: AsOf = None, home: Home = None, debug: 
 
 
 @register(app, "train", "train one LoRA/QLoRA adapter on a session's samples",
-          "Build (or reuse) the session's samples and train a fresh adapter from the base model, with "
-          "evaluation, early stopping and the best checkpoint restored. Writes runs/<run-id>/adapter/. Does "
-          "not touch the registry (see `niftytune run`).", config=True)
+          "Build (or reuse) the session's samples and train a fresh adapter from the base model; where the "
+          "profile evaluates during training (training.eval_steps), with early stopping and the best "
+          "checkpoint restored. Writes runs/<run-id>/adapter/. Does not touch the registry (see `niftytune run`).",
+          config=True)
 def train(config: ConfigChoice, as_of: AsOf = None, home: Home = None, debug: Debug = False) -> int:
     cfg = _checked(config, as_of)
     path = prepare_home(home)

@@ -1,4 +1,4 @@
-"""Train a fresh LoRA (or QLoRA) adapter on a sample set, with early stopping on validation loss.
+"""Train a fresh LoRA (or QLoRA) adapter on a sample set (early stopping where it evaluates).
 
     cand = train_adapter(home, load_config("cpu"), samples)
     cand.adapter_dir        # runs/<run-id>/adapter: adapter_model.safetensors, adapter_config.json,
