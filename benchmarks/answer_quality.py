@@ -41,6 +41,7 @@ STOCKS = ["AXISBANK.NS", "BAJAJFINSV.NS", "BAJFINANCE.NS", "BPCL.NS", "EICHERMOT
           "KOTAKBANK.NS", "M&M.NS", "ONGC.NS", "POWERGRID.NS", "RELIANCE.NS", "TATAMOTORS.NS", "TCS.NS"]
 SETS = {"2019-11-29": ["^NSEI", "^BSESN", *STOCKS], "2020-03-23": STOCKS, "2020-06-19": STOCKS}
 """Replayed sessions and their universes (the recorded index files end in December 2019)."""
+SCORE_PARTS: dict[str, float] = {}
 LEVEL_FIELDS = {"open", "high", "low", "close", "prev_close", "sma_10", "sma_20", "high_52w", "low_52w"}
 
 
@@ -133,10 +134,17 @@ def _refusals(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 def _day(home: Path, cfg: Any, session: str, champion: Path | None) -> dict[str, Any]:
     """One replayed day through the project's path: samples, training, scoring of all models."""
+    import tasks.evaluation.score as evaluation
+    from benchmarks.gpu_checks import timed
     from tasks.evaluation.score import load_for_scoring, score_models
     from tasks.samples.build import build_samples
     from tasks.training.train import train_adapter
 
+    parts = SCORE_PARTS  # scoring's two halves, summed over its models; timed once per process
+    if not parts:
+        for name, part in (("_summed_loss", "loss"), ("generate_answers", "generate")):
+            setattr(evaluation, name, timed(getattr(evaluation, name), parts, part))
+    parts.update(loss=0.0, generate=0.0)
     t0 = time.perf_counter()
     sample_set = build_samples(home, cfg, date.fromisoformat(session))
     t1 = time.perf_counter()
@@ -155,7 +163,8 @@ def _day(home: Path, cfg: Any, session: str, champion: Path | None) -> dict[str,
     return {"samples": {"train": sample_set.n_train, "val": sample_set.n_val, "seconds": round(t1 - t0, 1)},
             "training": {k: record.get(k) for k in ("steps_trained", "initial_eval_loss", "best_eval_loss",
                                                      "best_step", "tokens_seen", "wall_seconds")},
-            "seconds": {"train": round(t2 - t1, 1), "score": round(t3 - t2, 1), "day": round(t3 - t1, 1)},
+            "seconds": {"train": round(t2 - t1, 1), "score": round(t3 - t2, 1), "day": round(t3 - t1, 1),
+                        "score_loss": round(parts["loss"], 1), "score_generate": round(parts["generate"], 1)},
             "scores": report.to_dict()["models"], "n_probes": len(report.probe_ids),
             "dequantised": dequantised, "wrong": wrong[:400],
             "candidate": candidate, "model": model, "tokenizer": tokenizer}

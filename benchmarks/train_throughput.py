@@ -84,6 +84,10 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "nopad": {"training.pad_to_multiple_of": None},
     "expseg": {},  # the row's process runs with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     "flexpad": {"training.attn_implementation": "flex_attention", "training.pad_to_multiple_of": 1024},
+    "syncs": {},  # trl's SFTTrainer itself: its host syncs inside each step (tasks.training.lean_trainer.LEAN off)
+    "norms": {},  # Liger without its RMSNorm (tasks.training.train.LIGER_KERNEL_CONFIG)
+    "dqcache": {"training.cache_dequantized_base": True},
+    "nodqcache": {"training.cache_dequantized_base": False},
 }
 
 
@@ -178,13 +182,18 @@ class StepClock:
                 clock.events.append(("saved", state.global_step, round(sync() - clock.marks["train_begin"][0], 2)))
 
             def on_train_end(self, args, state, control, **kw):
-                clock.events.append(("end", state.global_step, round(sync() - clock.marks["train_begin"][0], 2)))
+                now = sync()  # after the Trainer's last log: the token count is whole
+                stop = clock.marks.get("pause", clock.marks.get("stop", (now, 0)))[0]
+                clock.marks["last"] = (stop, state.num_input_tokens_seen)
+                clock.events.append(("end", state.global_step, round(now - clock.marks["train_begin"][0], 2)))
 
             def on_step_begin(self, args, state, control, **kw):
-                if state.global_step > clock.warmup and "last" in clock.marks:
-                    # Evaluation, checkpointing and logging run between two steps: not training.
-                    clock.between += sync() - clock.marks["last"][0]
+                if "pause" in clock.marks:
+                    # Evaluation and checkpointing ran between two steps: not training.
+                    clock.between += sync() - clock.marks.pop("pause")[0]
                 if state.global_step in (0, clock.warmup):
+                    # The lean trainer adds its deferred token counts to the state when it logs:
+                    # the warm-up ends on a logging step (checked in run_row).
                     clock.marks[f"begin{state.global_step}"] = (sync(), state.num_input_tokens_seen)
                 # Profiled: the 3 warm-up steps before the steady state, which the profiler would slow.
                 if os.environ.get("BENCH_PROFILE") and state.global_step == max(1, clock.warmup - 3):
@@ -194,9 +203,13 @@ class StepClock:
                     clock.profiler.__enter__()
 
             def on_step_end(self, args, state, control, **kw):
+                # No synchronisation on other steps: the host runs ahead of the GPU as in a real run.
                 if state.global_step == 1:
                     clock.marks["end1"] = (sync(), state.num_input_tokens_seen)
-                clock.marks["last"] = (sync(), state.num_input_tokens_seen)
+                if state.global_step > clock.warmup and (control.should_evaluate or control.should_save):
+                    clock.marks["pause"] = (sync(), 0)
+                elif state.global_step == state.max_steps:  # what follows (best checkpoint, logs) is not a step
+                    clock.marks["stop"] = (sync(), 0)
                 if state.global_step == max(1, clock.warmup - 3) + 3 and getattr(clock, "profiler", None):
                     clock.profiler.__exit__(None, None, None)
                     wall = sync() - clock.marks["profile"][0]
@@ -263,6 +276,15 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
     for v in variants:
         overrides.update(VARIANTS[v])
     cfg = load_config(profile, overrides)
+    if "syncs" in variants:
+        import tasks.training.lean_trainer as lean
+        lean.LEAN = False
+    if "norms" in variants:
+        import tasks.training.train as training
+        training.LIGER_KERNEL_CONFIG = {"rms_norm": False}
+    if warmup % cfg.training.logging_steps:
+        raise SystemExit(f"--warmup-steps {warmup} must be a multiple of training.logging_steps "
+                         f"({cfg.training.logging_steps}): the steady state's token count starts at a log")
     samples = SampleSet.from_dir(bench / "samples")
     clock = StepClock(warmup)
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None

@@ -29,17 +29,30 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 
-def base_weight(base: torch.nn.Linear) -> torch.Tensor:
-    """The base layer's [out, in] weight: dequantised for a bitsandbytes 4-bit layer (what its
-    own matmul does on every call), the plain weight otherwise."""
+CACHE_ATTR = "_niftytune_dequantized"
+"""Where `fuse_lora_layers(..., cache_base=True)` keeps a 4-bit base layer's dequantised weight
+(a plain attribute: not a parameter or buffer, so never saved or moved by `.to()`)."""
+
+
+def base_weight(base: torch.nn.Linear, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The base layer's [out, in] weight in `dtype` (its own when None): dequantised for a
+    bitsandbytes 4-bit layer (what its own matmul does on every call), the plain weight
+    otherwise. A layer marked for caching dequantises once and keeps that copy."""
     weight = base.weight
     # bnb keeps the state on the parameter and a copy on the module (restored from it when lost).
     quant_state = getattr(weight, "quant_state", None) or getattr(base, "quant_state", None)
     if quant_state is None:
-        return weight
+        return weight if dtype is None else weight.to(dtype)
+    cached = base.__dict__.get(CACHE_ATTR, None)
+    if cached is not None and (dtype is None or cached.dtype == dtype):
+        return cached
     import bitsandbytes.functional as bnbf
 
-    return bnbf.dequantize_4bit(weight.data, quant_state)
+    full = bnbf.dequantize_4bit(weight.data, quant_state)
+    full = full if dtype is None else full.to(dtype)
+    if CACHE_ATTR in base.__dict__:  # marked by fuse_lora_layers(cache_base=True): keep it
+        base.__dict__[CACHE_ATTR] = full
+    return full
 
 
 class LoraLinearFunction(torch.autograd.Function):
@@ -56,7 +69,7 @@ class LoraLinearFunction(torch.autograd.Function):
             xc = x.to(dtype)
             a, b = lora_a.to(dtype), lora_b.to(dtype)
             bias = None if base.bias is None else base.bias.to(dtype)
-            y = F.linear(xc, base_weight(base).to(dtype), bias)
+            y = F.linear(xc, base_weight(base, dtype), bias)
             u = F.linear(xc, a)
             y.view(-1, y.shape[-1]).addmm_(u.view(-1, u.shape[-1]), b.t(), alpha=scaling)
         ctx.base, ctx.scaling, ctx.dtype = base, scaling, dtype
@@ -76,7 +89,7 @@ class LoraLinearFunction(torch.autograd.Function):
             grad_a = torch.mm(grad_u.t(), x2)  # [r, in]
             grad_x = None
             if ctx.needs_input_grad[0]:
-                grad_x = torch.mm(g, base_weight(ctx.base).to(dtype))
+                grad_x = torch.mm(g, base_weight(ctx.base, dtype))
                 grad_x.addmm_(grad_u, a)
                 grad_x = grad_x.view(*grad.shape[:-1], grad_x.shape[-1]).to(ctx.x_dtype)
         return grad_x, None, grad_a.to(ctx.a_dtype), grad_b.to(ctx.b_dtype), None
@@ -99,10 +112,11 @@ def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
                                     self.scaling[name])
 
 
-def fuse_lora_layers(model: torch.nn.Module) -> int:
+def fuse_lora_layers(model: torch.nn.Module, cache_base: bool = False) -> int:
     """Route every LoRA linear layer of `model` (peft `lora.Linear`, `lora.Linear4bit`) through
     `LoraLinearFunction`; layers that are not plain LoRA at call time keep peft's forward.
-    Returns how many layers were routed."""
+    `cache_base`: each 4-bit base weight is dequantised on first use and kept (training's
+    `cache_dequantized_base`). Returns how many layers were routed."""
     from peft.tuners.lora import Linear as LoraLinear
 
     kinds: tuple[type, ...] = (LoraLinear,)
@@ -115,6 +129,9 @@ def fuse_lora_layers(model: torch.nn.Module) -> int:
     for module in model.modules():
         if type(module) in kinds:
             module.forward = types.MethodType(_fused_forward, module)
+            if cache_base:
+                module.get_base_layer().__dict__[CACHE_ATTR] = None
             count += 1
-    log.info("fused LoRA forward/backward in %d linear layers", count)
+    log.info("fused LoRA forward/backward in %d linear layers%s", count,
+             ", 4-bit base weights dequantised once" if cache_base else "")
     return count

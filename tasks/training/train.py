@@ -38,6 +38,9 @@ if TYPE_CHECKING:  # imported where used: the training task times its imports
 log = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
+# Which of Liger's kernels `use_liger_kernel` applies (None: Liger's defaults); a hook for
+# benchmarks/train_throughput.py's rows, not a setting.
+LIGER_KERNEL_CONFIG: dict[str, bool] | None = None
 CHECKPOINTS_DIR = "checkpoints"
 
 # trl 1.16 steers `use_liger_kernel` users to kernels downloaded from the Hub at run time; this
@@ -108,8 +111,10 @@ def build_sft_config(cfg: Config, output_dir: Path, *, compute_dtype: "torch.dty
         **_evaluation_args(t),
         logging_steps=t.logging_steps, logging_first_step=True, disable_tqdm=not progress,
         report_to="none", include_num_input_tokens_seen="non_padding",
+        logging_nan_inf_filter=False,  # a NaN loss reaches the log and stops the run (NonFiniteLossError)
         dataloader_num_workers=t.dataloader_num_workers, dataloader_pin_memory=torch.cuda.is_available(),
-        use_liger_kernel=t.use_liger_kernel, torch_compile=t.torch_compile,
+        use_liger_kernel=t.use_liger_kernel, liger_kernel_config=LIGER_KERNEL_CONFIG,
+        torch_compile=t.torch_compile,
         train_sampling_strategy=t.train_sampling_strategy,
         pad_to_multiple_of=t.pad_to_multiple_of,
     )
@@ -175,12 +180,13 @@ def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train
     """An SFTTrainer with a fresh LoRA adapter, the non-finite loss guard, and early stopping when
     it evaluates (`val_ds` None: no evaluation during training)."""
     from transformers import EarlyStoppingCallback
-    from trl import SFTTrainer
+
+    from tasks.training.lean_trainer import trainer_class
 
     t = cfg.training
     dtype = resolve_compute_dtype(t, default_device())
     stopping = [] if val_ds is None else [EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold)]
-    trainer = SFTTrainer(
+    trainer = trainer_class()(
         model=model, args=build_sft_config(cfg, run_dir / CHECKPOINTS_DIR, compute_dtype=dtype, progress=progress),
         train_dataset=train_ds, eval_dataset=val_ds, processing_class=tokenizer,
         peft_config=build_lora_config(t), callbacks=[*stopping, _non_finite_callback(), *extra_callbacks])
@@ -188,7 +194,7 @@ def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train
     if t.fused_lora:
         from tasks.training.fused_lora import fuse_lora_layers
         assert trainer.model is not None  # SFTTrainer sets it from `model=`; typed Optional
-        fuse_lora_layers(trainer.model)
+        fuse_lora_layers(trainer.model, cache_base=t.cache_dequantized_base)
     return trainer
 
 

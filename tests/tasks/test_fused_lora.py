@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tasks.training.base_model import load_base, resolve_base_model
-from tasks.training.fused_lora import LoraLinearFunction, fuse_lora_layers
+from tasks.training.fused_lora import CACHE_ATTR, LoraLinearFunction, fuse_lora_layers
 from tasks.training.train import build_lora_config
 from tests.tasks.test_training import tiny_config
 
@@ -80,3 +80,45 @@ def test_disabled_adapters_give_the_base_model(tiny_model_dir, tmp_path):
         base = plain(input_ids=ids).logits
     assert not torch.allclose(with_adapter, base, atol=1e-4)
     torch.testing.assert_close(without, base)
+
+
+def test_cached_dequantised_base_gives_the_same_loss_and_gradients_and_dequantises_once(tiny_model_dir, tmp_path,
+                                                                                       monkeypatch):
+    """`cache_dequantized_base`: each 4-bit weight dequantised on first use and kept; the numbers
+    are those of dequantising in every pass."""
+    import bitsandbytes.functional as bnbf
+
+    model = peft_model(tiny_model_dir, tmp_path, load_in_4bit=True)
+    fuse_lora_layers(model)
+    ref_loss, ref_grads = loss_and_grads(model)
+
+    calls = []
+    dequantize = bnbf.dequantize_4bit
+    monkeypatch.setattr(bnbf, "dequantize_4bit", lambda *a, **k: calls.append(1) or dequantize(*a, **k))
+    assert fuse_lora_layers(model, cache_base=True) == 14
+    first_loss, first_grads = loss_and_grads(model)
+    assert len(calls) == 14  # forward dequantised each layer once; backward used the copies
+    loss, grads = loss_and_grads(model)
+    assert len(calls) == 14  # the second step dequantised nothing
+    assert loss == first_loss == pytest.approx(ref_loss, rel=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+        assert torch.equal(grad, first_grads[name]), name
+    kept = [m.get_base_layer() for m in model.modules() if hasattr(m, "get_base_layer") and m is not model]
+    cached = [layer.__dict__[CACHE_ATTR] for layer in kept if CACHE_ATTR in layer.__dict__]
+    assert len(cached) == 14 and all(isinstance(t, torch.Tensor) for t in cached)
+    assert CACHE_ATTR not in "".join(model.state_dict())  # never saved with the model
+
+
+def test_without_caching_every_pass_dequantises(tiny_model_dir, tmp_path, monkeypatch):
+    import bitsandbytes.functional as bnbf
+
+    model = peft_model(tiny_model_dir, tmp_path, load_in_4bit=True)
+    fuse_lora_layers(model)
+    calls = []
+    dequantize = bnbf.dequantize_4bit
+    monkeypatch.setattr(bnbf, "dequantize_4bit", lambda *a, **k: calls.append(1) or dequantize(*a, **k))
+    loss_and_grads(model)
+    # Forward in each of the 14 layers, backward in 11: the first layer's q, k and v read the
+    # frozen embeddings, which need no input gradient.
+    assert len(calls) == 14 + 11
