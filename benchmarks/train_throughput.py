@@ -87,6 +87,7 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "syncs": {},  # trl's SFTTrainer itself: its host syncs inside each step (tasks.training.lean_trainer.LEAN off)
     "norms": {},  # Liger without its RMSNorm (tasks.training.train.LIGER_KERNEL_CONFIG)
     "dqcache": {"training.cache_dequantized_base": True},
+    "noupcast": {"training.upcast_unquantized": False},
     "nodqcache": {"training.cache_dequantized_base": False},
 }
 
@@ -260,7 +261,7 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
         scoring_parts["probe_calls"].append((merged, round(scoring_parts["probes_s"] - before, 2)))
     evaluation.merged_adapter = recorded_merge
     import tasks.training.train as training  # where train_adapter's wall time goes, phases or not
-    train_parts = {name: 0.0 for name in ("_train", "check_training_extras", "_training_record", "_write_json")}
+    train_parts = {name: 0.0 for name in ("_train", "check_training_extras", "training_record", "write_training_json")}
     for name in train_parts:
         setattr(training, name, timed(getattr(training, name), train_parts, name))
     if memory_cap_gib and torch.cuda.is_available():

@@ -220,6 +220,11 @@ class TrainingConfig(_Section):
     output written once with the low-rank term added in place, the input gradients summed in
     place; the same math as peft's layers with fewer full-size temporaries. Plain LoRA layers
     only: needs `lora_dropout` 0 (a config with dropout is refused: dropout is not fused)."""
+    upcast_unquantized: bool = True
+    """On a 4-bit base, cast the parameters that stay unquantised (norms, embeddings, output head)
+    to float32, as peft's `prepare_model_for_kbit_training` does (the QLoRA recipe): the residual
+    stream then runs in float32, and every LoRA layer casts its input to the compute dtype and its
+    input gradient back. Off: they stay in the compute dtype, as in a 16-bit LoRA run."""
     cache_dequantized_base: bool = False
     """With `fused_lora` on a 4-bit base: dequantise each frozen 4-bit weight once, on its first
     use, and keep the copy in the compute dtype for the rest of the run, instead of dequantising

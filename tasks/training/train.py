@@ -210,9 +210,14 @@ def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool,
         ref = resolve_base_model(t, home)
         model, tokenizer = load_base(ref, t, for_training=True)
     with stopwatch("quantize"):  # 4-bit weights are quantized while loading; this readies them for k-bit training
-        if t.load_in_4bit:
+        if t.load_in_4bit and t.upcast_unquantized:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing,
                                                     gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif t.load_in_4bit:  # the same without the float32 cast: frozen, input gradients for checkpointing
+            model.requires_grad_(False)
+            if t.gradient_checkpointing:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                model.enable_input_require_grads()
     with stopwatch("tokenize"):
         train_ds = tokenize_samples(Path(samples.train_path), tokenizer, t.max_length)
         val_ds = None if t.eval_steps is None else tokenize_samples(Path(samples.val_path), tokenizer, t.max_length)

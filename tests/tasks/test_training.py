@@ -115,17 +115,19 @@ def test_without_evaluation_during_training_the_last_step_is_the_candidate(tmp_p
     assert "no evaluation during training (6 steps)" in format_candidate(cand)
 
 
-@pytest.mark.parametrize("load_in_4bit,fused", [(False, False), (True, False), (True, True)],
-                         ids=["lora", "qlora-4bit", "qlora-4bit-fused"])
+@pytest.mark.parametrize("load_in_4bit,fused,upcast", [(False, False, True), (True, False, True), (True, True, True),
+                                                     (True, True, False)],
+                         ids=["lora", "qlora-4bit", "qlora-4bit-fused", "qlora-4bit-fused-no-upcast"])
 def test_adapter_trains_and_reloads_with_the_same_logits(tmp_path, tiny_model_dir, keep_trainer, load_in_4bit,
-                                                         fused):
+                                                         fused, upcast):
     from peft import PeftModel
 
     from tasks.training.base_model import load_base
 
     samples = write_samples(tmp_path / "samples")
     # fused: trained through tasks.training.fused_lora, reloaded through peft's own layers.
-    cfg = tiny_config(tiny_model_dir, load_in_4bit=load_in_4bit, fused_lora=fused, lora_dropout=0.0 if fused else 0.05)
+    cfg = tiny_config(tiny_model_dir, load_in_4bit=load_in_4bit, fused_lora=fused, lora_dropout=0.0 if fused else 0.05,
+                      upcast_unquantized=upcast)
     cand = train_adapter(tmp_path / "home", cfg, samples, run_id="run-1", progress=False)
 
     record = json.loads(cand.training_json.read_text())
@@ -146,6 +148,8 @@ def test_adapter_trains_and_reloads_with_the_same_logits(tmp_path, tiny_model_di
     trained = keep_trainer[0].model.eval()
     routed = [m for m in trained.modules() if getattr(m.forward, "__func__", None) is _fused_forward]
     assert len(routed) == (14 if fused else 0)
+    frozen = [p for n, p in trained.named_parameters() if "lora_" not in n and p.dtype.is_floating_point]
+    assert frozen and not any(p.requires_grad for p in frozen)  # only the adapters train, upcast or not
     with torch.no_grad():
         before = trained(input_ids=ids).logits
         base, _ = load_base(cand.base, cfg.training, for_training=False)
