@@ -46,9 +46,13 @@ SHAPES = {  # real architectures, random weights, the SmolLM2 tokenizer's vocabu
     "qwen2.5-0.5b": ("qwen2", dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                                    num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True)),
 }
+# The functions of tasks.training.train whose wall time a row reports (tests/test_benchmarks.py checks
+# that they exist there).
+TRAIN_PARTS = ("_train", "check_training_extras", "training_record", "write_training_json")
+
 VARIANTS = {  # "+name" after a profile: single-field overrides measured beside the profile
     "bf16": {"training.load_in_4bit": False},
-    "unpacked": {"training.packing": False},
+    "unpacked": {"training.packing": False, "training.attn_implementation": "sdpa"},  # varlen needs packing
     "liger": {"training.use_liger_kernel": True},
     "gc": {"training.gradient_checkpointing": True},
     "origin": {"training.packing": False, "training.per_device_train_batch_size": 1,  # the origin system
@@ -56,7 +60,8 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
                "training.optim": "paged_adamw_8bit", "training.attn_implementation": "sdpa",
                "training.use_liger_kernel": False, "training.pad_to_multiple_of": None},
     "flex": {"training.attn_implementation": "flex_attention"},
-    "grouped": {"training.packing": False, "training.train_sampling_strategy": "group_by_length"},
+    "grouped": {"training.packing": False, "training.attn_implementation": "sdpa",
+                "training.train_sampling_strategy": "group_by_length"},
     "nodrop": {"training.lora_dropout": 0.0},
     "b8": {"training.per_device_train_batch_size": 8},
     "b32": {"training.per_device_train_batch_size": 32},
@@ -88,6 +93,7 @@ VARIANTS = {  # "+name" after a profile: single-field overrides measured beside 
     "norms": {},  # Liger without its RMSNorm (tasks.training.train.LIGER_KERNEL_CONFIG)
     "dqcache": {"training.cache_dequantized_base": True},
     "noupcast": {"training.upcast_unquantized": False},
+    "upcast": {"training.upcast_unquantized": True},  # peft's float32 cast, as shipped before the fifth session
     "nodqcache": {"training.cache_dequantized_base": False},
 }
 
@@ -261,7 +267,7 @@ def run_row(row: str, bench: Path, work: Path, steps: int, warmup: int, memory_c
         scoring_parts["probe_calls"].append((merged, round(scoring_parts["probes_s"] - before, 2)))
     evaluation.merged_adapter = recorded_merge
     import tasks.training.train as training  # where train_adapter's wall time goes, phases or not
-    train_parts = {name: 0.0 for name in ("_train", "check_training_extras", "training_record", "write_training_json")}
+    train_parts = {name: 0.0 for name in TRAIN_PARTS}
     for name in train_parts:
         setattr(training, name, timed(getattr(training, name), train_parts, name))
     if memory_cap_gib and torch.cuda.is_available():

@@ -1,6 +1,6 @@
 """trl's SFTTrainer without a host-device synchronisation inside a training step.
 
-    trainer_cls = lean_trainer_class()      # a subclass of trl.SFTTrainer, built on first use
+    trainer = trainer_class()(model=model, args=sft_config, ...)   # LeanSFTTrainer, an SFTTrainer
 
 A 135M model's training step on a GPU is bound by how fast the host issues kernels, so the
 GPU only stays busy while the host runs ahead of it. trl 1.16 and transformers 5 stop it
@@ -23,8 +23,10 @@ window's tokens, not over its steps' averages.
 """
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
+
+import torch
+from trl import SFTTrainer
 
 LEAN = True
 """False: `trainer_class()` gives trl's SFTTrainer itself (benchmarks/train_throughput.py's
@@ -32,87 +34,75 @@ LEAN = True
 
 
 def trainer_class() -> type:
-    """The trainer training uses: `lean_trainer_class()`, or trl's SFTTrainer where `LEAN` is off."""
-    if LEAN:
-        return lean_trainer_class()
-    from trl import SFTTrainer
-
-    return SFTTrainer
+    """The trainer training uses: `LeanSFTTrainer`, or trl's SFTTrainer where `LEAN` is off."""
+    return LeanSFTTrainer if LEAN else SFTTrainer
 
 
-@cache
-def lean_trainer_class() -> type:
-    """The SFTTrainer subclass (defined on first use: trl imports in seconds)."""
-    import torch
-    from trl import SFTTrainer
+class LeanSFTTrainer(SFTTrainer):
+    """SFTTrainer whose training step leaves the GPU's queue alone (module docstring)."""
 
-    class LeanSFTTrainer(SFTTrainer):
-        """SFTTrainer whose training step leaves the GPU's queue alone (module docstring)."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: dict[str, dict[str, Any]] = {"train": {}, "eval": {}}
+        self._pending_input_tokens: Any = None
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._pending: dict[str, dict[str, Any]] = {"train": {}, "eval": {}}
-            self._pending_input_tokens: Any = None
+    def _plain(self, return_outputs: bool) -> bool:
+        # Evaluation asks for outputs; without compute_metrics it keeps only the loss of them.
+        wants_logits = return_outputs and (self.model.training or self.compute_metrics is not None)
+        return (not wants_logits and self.compute_loss_func is None and self.label_smoother is None
+                and self.args.loss_type == "nll" and not self.aux_loss_enabled
+                and self.accelerator.num_processes == 1 and self.get_tp_size() == 1)
 
-        def _plain(self, return_outputs: bool) -> bool:
-            # Evaluation asks for outputs; without compute_metrics it keeps only the loss of them.
-            wants_logits = return_outputs and (self.model.training or self.compute_metrics is not None)
-            return (not wants_logits and self.compute_loss_func is None and self.label_smoother is None
-                    and self.args.loss_type == "nll" and not self.aux_loss_enabled
-                    and self.accelerator.num_processes == 1 and self.get_tp_size() == 1)
+    def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        if not self._plain(return_outputs):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        mode = "train" if self.model.training else "eval"
+        inputs["use_cache"] = False
+        outputs = model(**inputs, fused_lm_head=True)
+        count = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = (-outputs.log_probs).sum() / torch.as_tensor(count).clamp(min=1)
+        with torch.no_grad():
+            self._add(mode, valid=outputs.label_mask.sum(), entropy=outputs.entropy.detach().sum(),
+                      correct=outputs.is_top1.sum())
+        if mode == "train":  # trl counts every position of the batch, padding included
+            if "attention_mask" in inputs:
+                self._add(mode, tokens=inputs["attention_mask"].sum())
+            elif "position_ids" in inputs:
+                self._total_train_tokens += inputs["position_ids"].size(1)  # a host int: no sync
+        return (loss, {"loss": loss}) if return_outputs else loss
 
-        def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False,
-                         num_items_in_batch: Any = None) -> Any:
-            if not self._plain(return_outputs):
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            mode = "train" if self.model.training else "eval"
-            inputs["use_cache"] = False
-            outputs = model(**inputs, fused_lm_head=True)
-            count = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
-            loss = (-outputs.log_probs).sum() / torch.as_tensor(count).clamp(min=1)
-            with torch.no_grad():
-                self._add(mode, valid=outputs.label_mask.sum(), entropy=outputs.entropy.detach().sum(),
-                          correct=outputs.is_top1.sum())
-            if mode == "train":  # trl counts every position of the batch, padding included
-                if "attention_mask" in inputs:
-                    self._add(mode, tokens=inputs["attention_mask"].sum())
-                elif "position_ids" in inputs:
-                    self._total_train_tokens += inputs["position_ids"].size(1)  # a host int: no sync
-            return (loss, {"loss": loss}) if return_outputs else loss
+    def _add(self, mode: str, **values: Any) -> None:
+        pending = self._pending[mode]
+        for key, value in values.items():
+            pending[key] = value if key not in pending else pending[key] + value
 
-        def _add(self, mode: str, **values: Any) -> None:
-            pending = self._pending[mode]
-            for key, value in values.items():
-                pending[key] = value if key not in pending else pending[key] + value
+    def _track_num_input_tokens(self, inputs: dict) -> None:
+        main = getattr(self.model, "main_input_name", "input_ids")
+        if (self.args.include_num_input_tokens_seen != "non_padding" or main not in inputs
+                or "attention_mask" in inputs or self.accelerator.num_processes != 1):
+            return super()._track_num_input_tokens(inputs)
+        pad = getattr(self.processing_class, "pad_token_id", None)
+        ids = inputs[main]
+        count = (ids != pad).sum() if pad is not None else torch.tensor(ids.numel(), device=ids.device)
+        self._pending_input_tokens = count if self._pending_input_tokens is None \
+            else self._pending_input_tokens + count
 
-        def _track_num_input_tokens(self, inputs: dict) -> None:
-            main = getattr(self.model, "main_input_name", "input_ids")
-            if (self.args.include_num_input_tokens_seen != "non_padding" or main not in inputs
-                    or "attention_mask" in inputs or self.accelerator.num_processes != 1):
-                return super()._track_num_input_tokens(inputs)
-            pad = getattr(self.processing_class, "pad_token_id", None)
-            ids = inputs[main]
-            count = (ids != pad).sum() if pad is not None else torch.tensor(ids.numel(), device=ids.device)
-            self._pending_input_tokens = count if self._pending_input_tokens is None \
-                else self._pending_input_tokens + count
+    def _flush(self, mode: str) -> None:
+        """The deferred counts into trl's metrics and the Trainer's state (one sync)."""
+        if self._pending_input_tokens is not None:
+            self.state.num_input_tokens_seen += int(self._pending_input_tokens.item())
+            self._pending_input_tokens = None
+        pending, self._pending[mode] = self._pending[mode], {}
+        if "tokens" in pending:
+            self._total_train_tokens += int(pending["tokens"].item())
+        if "valid" in pending:
+            valid = float(pending["valid"].item())
+            self._metrics[mode]["entropy"].append(float(pending["entropy"].item()) / valid if valid else 0.0)
+            self._metrics[mode]["mean_token_accuracy"].append(
+                float(pending["correct"].item()) / valid if valid else 0.0)
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
-        def _flush(self, mode: str) -> None:
-            """The deferred counts into trl's metrics and the Trainer's state (one sync)."""
-            if self._pending_input_tokens is not None:
-                self.state.num_input_tokens_seen += int(self._pending_input_tokens.item())
-                self._pending_input_tokens = None
-            pending, self._pending[mode] = self._pending[mode], {}
-            if "tokens" in pending:
-                self._total_train_tokens += int(pending["tokens"].item())
-            if "valid" in pending:
-                valid = float(pending["valid"].item())
-                self._metrics[mode]["entropy"].append(float(pending["entropy"].item()) / valid if valid else 0.0)
-                self._metrics[mode]["mean_token_accuracy"].append(
-                    float(pending["correct"].item()) / valid if valid else 0.0)
-            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
-
-        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-            self._flush("train" if self.model.training else "eval")
-            super().log(logs, start_time)
-
-    return LeanSFTTrainer
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        self._flush("train" if self.model.training else "eval")
+        super().log(logs, start_time)

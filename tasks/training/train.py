@@ -198,26 +198,36 @@ def _build_trainer(cfg: Config, run_dir: Path, model: Any, tokenizer: Any, train
     return trainer
 
 
+def _prepare_kbit(model: Any, t: TrainingConfig) -> Any:
+    """A 4-bit base readied for training: peft's `prepare_model_for_kbit_training` (frozen, the
+    unquantised parameters cast to float32), or the same without the cast (`upcast_unquantized`
+    off): frozen, with input gradients where activations are checkpointed."""
+    from peft import prepare_model_for_kbit_training
+
+    if t.upcast_unquantized:
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing,
+                                               gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.requires_grad_(False)
+    if t.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model
+
+
 def _train(run_dir: Path, home: Path, cfg: Config, samples: Any, progress: bool,
            callbacks: Sequence[Any] = ()) -> Candidate:
     t, stopwatch = cfg.training, Stopwatch()
     log.debug("training run %s with config %s", run_dir.name, cfg.model_dump_json())  # also in the manifest
     with stopwatch("imports"):  # peft, trl, transformers' Trainer, bitsandbytes: seconds, once per process
         import trl  # noqa: F401
-        from peft import prepare_model_for_kbit_training
+        import peft  # noqa: F401
         from transformers import Trainer  # noqa: F401
     with stopwatch("load"):
         ref = resolve_base_model(t, home)
         model, tokenizer = load_base(ref, t, for_training=True)
     with stopwatch("quantize"):  # 4-bit weights are quantized while loading; this readies them for k-bit training
-        if t.load_in_4bit and t.upcast_unquantized:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing,
-                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
-        elif t.load_in_4bit:  # the same without the float32 cast: frozen, input gradients for checkpointing
-            model.requires_grad_(False)
-            if t.gradient_checkpointing:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-                model.enable_input_require_grads()
+        if t.load_in_4bit:
+            model = _prepare_kbit(model, t)
     with stopwatch("tokenize"):
         train_ds = tokenize_samples(Path(samples.train_path), tokenizer, t.max_length)
         val_ds = None if t.eval_steps is None else tokenize_samples(Path(samples.val_path), tokenizer, t.max_length)

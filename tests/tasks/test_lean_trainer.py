@@ -20,9 +20,8 @@ def run(tmp_path, model_dir, name: str, use_lean: bool, monkeypatch, **training)
     import tasks.training.train as training_module
 
     monkeypatch.setattr(lean, "LEAN", use_lean)
-    deferred, add = [], lean.lean_trainer_class()._add
-    monkeypatch.setattr(lean.lean_trainer_class(), "_add", lambda self, mode, **v: deferred.append(mode) or add(
-        self, mode, **v))
+    deferred, add = [], lean.LeanSFTTrainer._add
+    monkeypatch.setattr(lean.LeanSFTTrainer, "_add", lambda self, mode, **v: deferred.append(mode) or add(self, mode, **v))
     kept, build = [], training_module._build_trainer
     monkeypatch.setattr(training_module, "_build_trainer", lambda *a, **k: kept.append(build(*a, **k)) or kept[-1])
     samples = write_samples(tmp_path / f"samples-{name}", n_train=20)
@@ -30,7 +29,7 @@ def run(tmp_path, model_dir, name: str, use_lean: bool, monkeypatch, **training)
     cfg = tiny_config(model_dir, max_steps=6, eval_steps=3, logging_steps=1, **training)
     cand = train_adapter(tmp_path / f"home-{name}", cfg, samples, run_id=name, progress=False)
     trainer = kept[0]
-    assert isinstance(trainer, lean.lean_trainer_class()) == use_lean
+    assert isinstance(trainer, lean.LeanSFTTrainer) == use_lean
     # the lean path took every training step and every validation batch (none went to trl's)
     assert (deferred.count("train") >= 6 and "eval" in deferred) if use_lean else not deferred
     logs = [{k: v for k, v in entry.items() if k in COMPARED} for entry in trainer.state.log_history]
