@@ -130,7 +130,7 @@ def fuse_lora_layers(model: torch.nn.Module, cache_base: bool = False) -> int:
         if type(module) in kinds:
             module.forward = types.MethodType(_fused_forward, module)
             if cache_base:
-                module.get_base_layer().__dict__[CACHE_ATTR] = None
+                module.get_base_layer().__dict__[CACHE_ATTR] = None  # type: ignore[operator]  # peft's method
             count += 1
     log.info("fused LoRA forward/backward in %d linear layers%s", count,
              ", 4-bit base weights dequantised once" if cache_base else "")

@@ -46,18 +46,22 @@ class LeanSFTTrainer(SFTTrainer):
         self._pending: dict[str, dict[str, Any]] = {"train": {}, "eval": {}}
         self._pending_input_tokens: Any = None
 
+    def _mode(self) -> str:
+        """trl's name for what the model is doing: `train` or `eval`."""
+        return "train" if self.model is not None and self.model.training else "eval"
+
     def _plain(self, return_outputs: bool) -> bool:
         # Evaluation asks for outputs; without compute_metrics it keeps only the loss of them.
-        wants_logits = return_outputs and (self.model.training or self.compute_metrics is not None)
+        wants_logits = return_outputs and (self._mode() == "train" or self.compute_metrics is not None)
         return (not wants_logits and self.compute_loss_func is None and self.label_smoother is None
-                and self.args.loss_type == "nll" and not self.aux_loss_enabled
+                and getattr(self.args, "loss_type", "nll") == "nll" and not self.aux_loss_enabled
                 and self.accelerator.num_processes == 1 and self.get_tp_size() == 1)
 
     def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         if not self._plain(return_outputs):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        mode = "train" if self.model.training else "eval"
+        mode = self._mode()
         inputs["use_cache"] = False
         outputs = model(**inputs, fused_lm_head=True)
         count = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
@@ -104,5 +108,5 @@ class LeanSFTTrainer(SFTTrainer):
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        self._flush("train" if self.model.training else "eval")
+        self._flush(self._mode())
         super().log(logs, start_time)
