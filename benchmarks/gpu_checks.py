@@ -268,3 +268,52 @@ def attnbench(conversations: int = 32, seed: int = 0, iters: int = 20) -> dict:
             out[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     out["reference_norms"] = {w: t.norm().item() for w, t in zip(("out", "dq", "dk", "dv"), ref)}
     return out
+
+
+def genbatch(bench: Path, work: Path, shape: str, copies: int = 3, out: Path | None = None) -> dict:
+    """Scoring's greedy probes as the `gpu` profile runs them: every validation question of the
+    bench set (`copies` times over, ~the 763-835 probes of a real day) in one batch of up to
+    `generation_batch_size`, on the dequantised base, 96 new tokens. Timed twice each (the first
+    call pays once-per-shape costs) with the KV cache as scoring keeps it (dynamic) and as a
+    static cache (no concatenation per step; not compiled); whether the answers are the same.
+    A profiler table of one dynamic-cache generation goes to `out`."""
+    import torch
+
+    from benchmarks.train_throughput import build_random_model
+    from tasks.config import load_config
+    from tasks.evaluation.generation import generate_answers
+    from tasks.evaluation.score import read_validation
+    from tasks.training.base_model import dequantize_for_scoring, load_base, resolve_base_model
+
+    model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
+    cfg = load_config("gpu", {"training.base_model": str(model_dir)})
+    convs = [r["messages"][:-1] for r in read_validation(bench / "samples" / "val.jsonl")] * copies
+    n_new, batch = cfg.evaluation.max_new_tokens, cfg.evaluation.generation_batch_size
+    model, tokenizer = load_base(resolve_base_model(cfg.training, work / "home"), cfg.training, for_training=False)
+    dequantize_for_scoring(model)
+    seconds: dict[str, float] = {}
+    answers: dict[str, list[str]] = {}
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
+    def run(name: str, **options: Any) -> None:
+        sync()
+        start = time.perf_counter()
+        answers[name] = generate_answers(model, tokenizer, convs, n_new, batch, **options)
+        sync()
+        seconds[name] = round(time.perf_counter() - start, 2)
+        print(f"{name}: {seconds[name]} s for {len(convs)} probes", flush=True)
+
+    for attempt in ("first", "again"):
+        run(f"dynamic cache, {attempt}")
+        run(f"static cache, {attempt}", cache_implementation="static", disable_compile=True)
+    if out:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
+            run("dynamic cache, profiled")
+        with open(out, "a") as fh:
+            fh.write(f"\n== {len(convs)} probes x {n_new} new tokens, dynamic cache, dequantised {shape}\n")
+            fh.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=60))
+    same = sum(a == b for a, b in zip(answers["dynamic cache, again"], answers["static cache, again"]))
+    return {"check": "genbatch", "shape": shape, "probes": len(convs), "max_new_tokens": n_new, "seconds": seconds,
+            "static_answers_equal": f"{same} of {len(convs)}"}

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_AS_OF = date(2026, 11, 20)  # the session every benchmark sample set is built for
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.gpu_checks import attnbench, genprof, packcheck, profile_setup, timed  # noqa: E402
+from benchmarks.gpu_checks import attnbench, genbatch, genprof, packcheck, profile_setup, timed  # noqa: E402
 
 PEAK_FLOPS = 800e12  # bf16 dense matmul rate measured on the H100s lent here (~798 TFLOP/s)
 SHAPES = {  # real architectures, random weights, the SmolLM2 tokenizer's vocabulary (49,152)
@@ -379,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     gp.add_argument("--shape", default="tinyllama-1.1b")
     gp.add_argument("--profile-out", type=Path)
     gp.add_argument("--no-cudnn-sdp", action="store_true", help="torch.backends.cuda.enable_cudnn_sdp(False)")
+    gb = sub.add_parser("genbatch", help="scoring's batched probe generation, dynamic vs static KV cache (GPU)")
+    gb.add_argument("--bench-dir", type=Path, default=ROOT / ".bench")
+    gb.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "niftytune-bench")
+    gb.add_argument("--shape", default="smollm2-135m")
+    gb.add_argument("--profile-out", type=Path)
     pc = sub.add_parser("packcheck", help="packed vs unpacked loss and gradients per attention on one model (GPU)")
     pc.add_argument("--bench-dir", type=Path, default=ROOT / ".bench")
     pc.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "niftytune-bench")
@@ -394,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
             import torch
             torch.backends.cuda.enable_cudnn_sdp(False)
         print("GENPROF " + json.dumps(genprof(args.bench_dir, args.work, args.shape, args.profile_out)))
+        return 0
+    if args.cmd == "genbatch":
+        print("GENBATCH " + json.dumps(genbatch(args.bench_dir, args.work, args.shape, out=args.profile_out)))
         return 0
     if args.cmd == "packcheck":
         print("PACKCHECK " + json.dumps(packcheck(args.bench_dir, args.work, args.shape,
