@@ -38,10 +38,10 @@ if TYPE_CHECKING:  # imported where used: the training task times its imports
 log = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
+CHECKPOINTS_DIR = "checkpoints"
 # Which of Liger's kernels `use_liger_kernel` applies (None: Liger's defaults); a hook for
 # benchmarks/train_throughput.py's rows, not a setting.
 LIGER_KERNEL_CONFIG: dict[str, bool] | None = None
-CHECKPOINTS_DIR = "checkpoints"
 
 # trl 1.16 steers `use_liger_kernel` users to kernels downloaded from the Hub at run time; this
 # project trains offline, so it keeps the installed Liger package and drops that advice.
