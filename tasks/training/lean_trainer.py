@@ -20,17 +20,43 @@ Evaluation without `compute_metrics` keeps only the loss, so it is not given the
 would build for it with a second forward pass.
 Metrics differ in one detail: entropy and token accuracy are averaged over the logging
 window's tokens, not over its steps' averages.
+
+Off a GPU, the LM head scores only the positions that have a label (`compact_lm_head`): trl's
+fused head does that on CUDA and XPU but scores every position elsewhere (fixed tile shapes for
+compilers such as Neuron's). On the CPU nothing is compiled, and ~90% of a grounded
+conversation's positions are prompt: projecting them all onto the 49,152-token vocabulary, forward
+and backward, nearly doubled the demo's training step (36.2 -> 19.6 s for 4 conversations of ~575
+tokens on 2 cores, the same loss and gradients bit for bit; docs/PERFORMANCE.md).
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
+import trl.trainer.utils as trl_utils
 from trl import SFTTrainer
 
 LEAN = True
 """False: `trainer_class()` gives trl's SFTTrainer itself (benchmarks/train_throughput.py's
 `+syncs` rows measure what the subclass saves)."""
+
+
+@contextlib.contextmanager
+def compact_lm_head(device: Any) -> Iterator[None]:
+    """trl's fused LM head scores only the labelled positions for the duration, on any device (it
+    decides with `trl.trainer.utils._use_triton`, true on CUDA and XPU only; the kernels it then
+    runs are chosen in trl.kernels, not by this name, so they stay what the device has)."""
+    if torch.device(device).type in ("cuda", "xpu"):
+        yield
+        return
+    original = trl_utils._use_triton
+    trl_utils._use_triton = lambda _device: True
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
 
 
 def trainer_class() -> type:
@@ -63,7 +89,8 @@ class LeanSFTTrainer(SFTTrainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         mode = self._mode()
         inputs["use_cache"] = False
-        outputs = model(**inputs, fused_lm_head=True)
+        with compact_lm_head(self.args.device):
+            outputs = model(**inputs, fused_lm_head=True)
         count = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
         loss = (-outputs.log_probs).sum() / torch.as_tensor(count).clamp(min=1)
         with torch.no_grad():

@@ -3,6 +3,7 @@ same losses at every step, the same validation losses, the same adapter, the sam
 the same logged entropy and token accuracy; padded and packed (padding-free) batches."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -64,3 +65,36 @@ def test_a_nan_loss_is_logged_as_nan_not_hidden(tmp_path, tiny_model_dir):
     args = build_sft_config(tiny_config(tiny_model_dir), tmp_path / "out", compute_dtype=torch.float32,
                             progress=False)
     assert args.logging_nan_inf_filter is False
+
+
+def test_the_cpu_head_scores_only_labelled_positions(tiny_model_dir, monkeypatch):
+    """On the CPU the lean trainer's LM head projects only the positions with a label (trl scores
+    every position there), with the same loss and gradients as trl's full projection."""
+    import trl.trainer.utils as trl_utils
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    rows_seen: list[int] = []
+    apply = trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
+                        lambda hidden, *rest: rows_seen.append(hidden.shape[0]) or apply(hidden, *rest))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    trl_utils.add_fused_lm_head(model)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    ids = torch.randint(3, model.config.vocab_size, (2, 24))
+    labels = torch.full_like(ids, -100)
+    labels[0, 18:], labels[1, 10:14] = ids[0, 18:], ids[1, 10:14]  # 10 labelled positions
+    results = []
+    for compact in (False, True):
+        model.zero_grad()
+        with lean.compact_lm_head("cpu") if compact else contextlib.nullcontext():
+            out = model(input_ids=ids, labels=labels, fused_lm_head=True, use_cache=False)
+        loss = (-out.log_probs).sum() / out.label_mask.sum()
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    assert rows_seen == [2 * 23, 10]  # every shifted position, then the labelled ones only
+    assert trl_utils._use_triton(torch.device("cpu")) is False  # put back after the block
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
+    for full, compact in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(full, compact, rtol=1e-6, atol=1e-7)
