@@ -1,6 +1,6 @@
 """Greedy answers from a model through the chat template, as scoring, `ask` and the API generate
-them: batched by length, SDPA without cuDNN, and an adapter folded into the base weights while it
-answers (`merged_adapter`).
+them: batched by length, SDPA without cuDNN, an adapter folded into the base weights while it
+answers (`merged_adapter`), and rows that have finished leaving the batch (`greedy_tokens`).
 
     with merged_adapter(model):
         texts = generate_answers(model, tokenizer, [[system, user], ...], max_new_tokens=96)
@@ -63,15 +63,58 @@ def merged_adapter(model: Any) -> Iterator[bool]:
                 layer.merged_adapters.clear()
 
 
+PRUNE_AT = 0.5
+"""Finished rows leave the batch once no more than this share of its rows is still answering."""
+
+
+def greedy_tokens(model: Any, input_ids: Any, attention_mask: Any, max_new_tokens: int, eos_ids: list[int],
+                  pad_id: int) -> Any:
+    """The greedy continuation of each left-padded row, [rows, max_new_tokens], padded after its
+    end-of-sequence token: the tokens `model.generate(do_sample=False)` gives (tests). Unlike
+    `generate`, rows that have finished leave the batch (their cached keys and values dropped)
+    whenever no more than `PRUNE_AT` of it is still answering, so a decoding step costs what the
+    unfinished rows cost: a batch of probes answers in ~30-60 tokens, a few run to the limit."""
+    import torch
+
+    rows, device = input_ids.shape[0], input_ids.device
+    out = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    live = torch.arange(rows, device=device)  # the original row of each row still in the batch
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    eos = torch.tensor(eos_ids, device=device)
+    mask = attention_mask.long()
+    position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    step_input, kwargs = input_ids, {"use_cache": True}
+    for step in range(max_new_tokens):
+        result = model(input_ids=step_input, attention_mask=mask, position_ids=position, logits_to_keep=1, **kwargs)
+        cache_key = "cache" if getattr(result, "cache", None) is not None else "past_key_values"
+        kwargs[cache_key] = result[cache_key]  # transformers >= 5.24 calls it `cache`
+        token = result.logits[:, -1].argmax(-1).masked_fill(done, pad_id)
+        out[live, step] = token
+        done |= torch.isin(token, eos)
+        running = int((~done).sum())  # one host sync a step, as generate's stopping test
+        if running == 0 or step == max_new_tokens - 1:
+            break
+        if running <= PRUNE_AT * len(live) and hasattr(kwargs[cache_key], "batch_select_indices"):
+            keep = (~done).nonzero().squeeze(1)
+            kwargs[cache_key].batch_select_indices(keep)
+            live, done, token, mask, position = live[keep], done[keep], token[keep], mask[keep], position[keep]
+        step_input = token[:, None]
+        mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=-1)
+        position = position[:, -1:] + 1
+    return out
+
+
 def generate_answers(model: Any, tokenizer: Any, conversations: list[list[Message]], max_new_tokens: int,
                      batch_size: int = 8, **generate_options: Any) -> list[str]:
-    """Greedy answers to (system, user) conversations through the chat template.
-    `generate_options` go to `model.generate` (the answer API passes a streamer, one conversation)."""
+    """Greedy answers to (system, user) conversations through the chat template, by
+    `greedy_tokens`; with `generate_options`, by `model.generate` with them (the answer API passes
+    a streamer, one conversation)."""
     import torch
 
     prompts = [render_prompt(tokenizer, c) for c in conversations]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch together
     answers, side = [""] * len(prompts), tokenizer.padding_side
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     tokenizer.padding_side = "left"  # generation continues from the right edge
     try:
         for start in range(0, len(order), batch_size):
@@ -79,10 +122,14 @@ def generate_answers(model: Any, tokenizer: Any, conversations: list[list[Messag
             batch = tokenizer([prompts[i] for i in chosen], add_special_tokens=False, padding=True,
                               return_tensors="pt").to(device_of(model))
             with torch.no_grad(), attention_without_cudnn():
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                     **generate_options)
-            texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+                if generate_options:
+                    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                         **generate_options)[:, batch["input_ids"].shape[1]:]
+                else:
+                    out = greedy_tokens(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
+                                        [tokenizer.eos_token_id], pad_id)
+            texts = tokenizer.batch_decode(out, skip_special_tokens=True)
             for i, text in zip(chosen, texts):
                 answers[i] = text.strip()
     finally:
