@@ -274,9 +274,11 @@ def genbatch(bench: Path, work: Path, shape: str, copies: int = 3, out: Path | N
     """Scoring's greedy probes as the `gpu` profile runs them: every validation question of the
     bench set (`copies` times over, ~the 763-835 probes of a real day) in one batch of up to
     `generation_batch_size`, on the dequantised base, 96 new tokens. Timed twice each (the first
-    call pays once-per-shape costs) with the KV cache as scoring keeps it (dynamic) and as a
-    static cache (no concatenation per step; not compiled); whether the answers are the same.
-    A profiler table of one dynamic-cache generation goes to `out`."""
+    call pays once-per-shape costs) as scoring runs them (`greedy_tokens`: a dynamic cache,
+    finished rows leaving the batch; random weights seldom finish early, so this times the loop,
+    not what leaving saves) and through `generate` with a static cache (no concatenation per step;
+    not compiled); whether the answers are the same. A profiler table of one scoring generation
+    goes to `out`."""
     import torch
 
     from benchmarks.train_throughput import build_random_model
@@ -305,15 +307,62 @@ def genbatch(bench: Path, work: Path, shape: str, copies: int = 3, out: Path | N
         print(f"{name}: {seconds[name]} s for {len(convs)} probes", flush=True)
 
     for attempt in ("first", "again"):
-        run(f"dynamic cache, {attempt}")
-        run(f"static cache, {attempt}", cache_implementation="static", disable_compile=True)
+        run(f"scoring (greedy_tokens), {attempt}")
+        run(f"generate, static cache, {attempt}", cache_implementation="static", disable_compile=True)
     if out:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                                 torch.profiler.ProfilerActivity.CUDA]) as prof:
-            run("dynamic cache, profiled")
+            run("scoring (greedy_tokens), profiled")
         with open(out, "a") as fh:
-            fh.write(f"\n== {len(convs)} probes x {n_new} new tokens, dynamic cache, dequantised {shape}\n")
+            fh.write(f"\n== {len(convs)} probes x {n_new} new tokens, greedy_tokens, dequantised {shape}\n")
             fh.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=60))
-    same = sum(a == b for a, b in zip(answers["dynamic cache, again"], answers["static cache, again"]))
+    same = sum(a == b for a, b in zip(answers["scoring (greedy_tokens), again"],
+                                      answers["generate, static cache, again"]))
     return {"check": "genbatch", "shape": shape, "probes": len(convs), "max_new_tokens": n_new, "seconds": seconds,
             "static_answers_equal": f"{same} of {len(convs)}"}
+
+
+def scoreloss(bench: Path, work: Path, shape: str, copies: int = 3, batch_sizes: tuple[int, ...] = (32, 64, 128, 256),
+              out: Path | None = None) -> dict:
+    """Scoring's validation loss (`tasks.evaluation.score._summed_loss`) over the bench set's
+    validation conversations (`copies` times over, ~a real day's 763-835) on the dequantised
+    random-weight model, per evaluation batch size, each timed twice (the first pays once-per-
+    shape costs); the summed losses must agree. A profiler table of the shipped batch size to `out`."""
+    import torch
+
+    from benchmarks.train_throughput import build_random_model
+    from tasks.config import load_config
+    from tasks.evaluation.score import _summed_loss, read_validation
+    from tasks.training.base_model import dequantize_for_scoring, load_base, resolve_base_model
+    from tasks.samples.chat import tokenize_conversations
+
+    model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
+    cfg = load_config("gpu", {"training.base_model": str(model_dir)})
+    model, tokenizer = load_base(resolve_base_model(cfg.training, work / "home"), cfg.training, for_training=False)
+    dequantize_for_scoring(model)
+    model.eval()
+    records = read_validation(bench / "samples" / "val.jsonl") * copies
+    encoded = tokenize_conversations(tokenizer, [r["messages"] for r in records], cfg.training.max_length)
+    pad = tokenizer.pad_token_id
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    seconds: dict[str, float] = {}
+    totals: dict[int, tuple[float, int]] = {}
+    for size in batch_sizes:
+        for attempt in ("first", "again"):
+            sync()
+            start = time.perf_counter()
+            totals[size] = _summed_loss(model, encoded, size, pad)
+            sync()
+            seconds[f"batch {size}, {attempt}"] = round(time.perf_counter() - start, 2)
+            print(f"batch {size}, {attempt}: {seconds[f'batch {size}, {attempt}']} s", flush=True)
+    if out:
+        size = cfg.training.per_device_eval_batch_size
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
+            _summed_loss(model, encoded, size, pad)
+        with open(out, "a") as fh:
+            fh.write(f"\n== validation loss of {len(encoded)} conversations, batch {size}, dequantised {shape}\n")
+            fh.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=60))
+    losses = {size: total / count for size, (total, count) in totals.items()}
+    return {"check": "scoreloss", "shape": shape, "conversations": len(encoded), "seconds": seconds,
+            "mean_loss": losses, "tokens": sum(len(e["input_ids"]) for e in encoded)}

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_AS_OF = date(2026, 11, 20)  # the session every benchmark sample set is built for
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.gpu_checks import attnbench, genbatch, genprof, packcheck, profile_setup, timed  # noqa: E402
+from benchmarks.gpu_checks import attnbench, genbatch, genprof, packcheck, profile_setup, scoreloss, timed  # noqa: E402
 
 PEAK_FLOPS = 800e12  # bf16 dense matmul rate measured on the H100s lent here (~798 TFLOP/s)
 SHAPES = {  # real architectures, random weights, the SmolLM2 tokenizer's vocabulary (49,152)
@@ -384,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     gb.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "niftytune-bench")
     gb.add_argument("--shape", default="smollm2-135m")
     gb.add_argument("--profile-out", type=Path)
+    sl = sub.add_parser("scoreloss", help="scoring's validation loss per evaluation batch size (GPU)")
+    sl.add_argument("--bench-dir", type=Path, default=ROOT / ".bench")
+    sl.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "niftytune-bench")
+    sl.add_argument("--shape", default="smollm2-135m")
+    sl.add_argument("--profile-out", type=Path)
     pc = sub.add_parser("packcheck", help="packed vs unpacked loss and gradients per attention on one model (GPU)")
     pc.add_argument("--bench-dir", type=Path, default=ROOT / ".bench")
     pc.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "niftytune-bench")
@@ -402,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "genbatch":
         print("GENBATCH " + json.dumps(genbatch(args.bench_dir, args.work, args.shape, out=args.profile_out)))
+        return 0
+    if args.cmd == "scoreloss":
+        print("SCORELOSS " + json.dumps(scoreloss(args.bench_dir, args.work, args.shape, out=args.profile_out)))
         return 0
     if args.cmd == "packcheck":
         print("PACKCHECK " + json.dumps(packcheck(args.bench_dir, args.work, args.shape,
