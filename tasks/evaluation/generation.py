@@ -65,15 +65,20 @@ def merged_adapter(model: Any) -> Iterator[bool]:
 
 PRUNE_AT = 0.5
 """Finished rows leave the batch once no more than this share of its rows is still answering."""
+CHECK_EVERY = {"cpu": 1}
+"""Decoding steps between looks at which rows have finished, per device type (8 where absent).
+A look waits for an accelerator to finish the step, which then idles while the host issues the
+next one; on the CPU a look costs nothing and stops a finished batch at once."""
 
 
 def greedy_tokens(model: Any, input_ids: Any, attention_mask: Any, max_new_tokens: int, eos_ids: list[int],
                   pad_id: int) -> Any:
     """The greedy continuation of each left-padded row, [rows, max_new_tokens], padded after its
     end-of-sequence token: the tokens `model.generate(do_sample=False)` gives (tests). Unlike
-    `generate`, rows that have finished leave the batch (their cached keys and values dropped)
-    whenever no more than `PRUNE_AT` of it is still answering, so a decoding step costs what the
-    unfinished rows cost: a batch of probes answers in ~30-60 tokens, a few run to the limit."""
+    `generate`, it looks at which rows have finished only every `CHECK_EVERY` steps on a GPU
+    (`generate` waits for the GPU after every token), and rows that have finished leave the batch
+    (their cached keys and values dropped) whenever no more than `PRUNE_AT` of it is still
+    answering: a batch of probes answers in ~30-60 tokens, a few run to the limit."""
     import torch
 
     rows, device = input_ids.shape[0], input_ids.device
@@ -83,16 +88,23 @@ def greedy_tokens(model: Any, input_ids: Any, attention_mask: Any, max_new_token
     eos = torch.tensor(eos_ids, device=device)
     mask = attention_mask.long()
     position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    step_input, kwargs = input_ids, {"use_cache": True}
+    step_input, step_mask, kwargs = input_ids, mask, {"use_cache": True}
+    every = CHECK_EVERY.get(device.type, 8)
+    # SDPA takes a ready [rows, 1, 1, keys] mask as it is; from the 2-D one transformers would build
+    # it, testing first whether any position is padding: a host sync in every step
+    ready_mask = getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa"
     for step in range(max_new_tokens):
-        result = model(input_ids=step_input, attention_mask=mask, position_ids=position, logits_to_keep=1, **kwargs)
+        result = model(input_ids=step_input, attention_mask=step_mask, position_ids=position, logits_to_keep=1,
+                       **kwargs)
         cache_key = "cache" if getattr(result, "cache", None) is not None else "past_key_values"
         kwargs[cache_key] = result[cache_key]  # transformers >= 5.24 calls it `cache`
         token = result.logits[:, -1].argmax(-1).masked_fill(done, pad_id)
         out[live, step] = token
         done |= torch.isin(token, eos)
-        running = int((~done).sum())  # one host sync a step, as generate's stopping test
-        if running == 0 or step == max_new_tokens - 1:
+        if step == max_new_tokens - 1:
+            break
+        running = int((~done).sum()) if (step + 1) % every == 0 else len(live)  # a host sync
+        if running == 0:
             break
         if running <= PRUNE_AT * len(live) and hasattr(kwargs[cache_key], "batch_select_indices"):
             keep = (~done).nonzero().squeeze(1)
@@ -100,6 +112,7 @@ def greedy_tokens(model: Any, input_ids: Any, attention_mask: Any, max_new_token
             live, done, token, mask, position = live[keep], done[keep], token[keep], mask[keep], position[keep]
         step_input = token[:, None]
         mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=-1)
+        step_mask = mask.bool()[:, None, None, :] if ready_mask else mask
         position = position[:, -1:] + 1
     return out
 

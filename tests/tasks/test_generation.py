@@ -42,7 +42,11 @@ def models(tiny_model_dir):
 
 
 @pytest.mark.parametrize("which", ["base", "lora"])
-def test_greedy_tokens_are_generates_tokens_as_rows_finish(models, which, monkeypatch):
+@pytest.mark.parametrize("every", [1, 5], ids=["look-every-step", "look-every-5"])
+def test_greedy_tokens_are_generates_tokens_as_rows_finish(models, which, every, monkeypatch):
+    """Every step on the CPU; every few steps as on a GPU (rows that finished between two looks
+    keep being decoded, to padding)."""
+    monkeypatch.setattr(generation, "CHECK_EVERY", {"cpu": every})
     tokenizer, model = models[0], models[1][which]
     inputs = batch(tokenizer)
     pad = tokenizer.pad_token_id
