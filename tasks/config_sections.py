@@ -140,7 +140,8 @@ class TrainingConfig(_Section):
     """Quantize the quantization constants too (~0.4 bit/param saved)."""
     compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     """Dtype of weights and matmuls. `auto`: bf16 where the device supports it, else fp16 on
-    CUDA (weights loaded in fp16 too, never fp16 AMP over bf16 weights), float32 on CPU."""
+    CUDA (weights loaded in fp16 too, never fp16 AMP over bf16 weights); on a CPU bf16 where it
+    multiplies bf16 in hardware (AVX-512 BF16, AMX), else float32."""
     lora_r: int = Field(default=16, ge=1)
     """LoRA rank."""
     lora_alpha: int = Field(default=32, ge=1)

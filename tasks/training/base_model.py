@@ -103,16 +103,26 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX): without it, bf16 is
+    converted to float32 around every matmul and runs slower than float32 itself."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def resolve_compute_dtype(training: TrainingConfig, device: str) -> "torch.dtype":
-    """The dtype of weights and matmuls: bf16 where supported, else fp16 on CUDA, fp32 on CPU
-    (unless `compute_dtype` names one). fp16 AMP is never run over bf16 weights."""
+    """The dtype of weights and matmuls: bf16 where supported, else fp16 on CUDA; on a CPU bf16
+    where it multiplies bf16 in hardware (`cpu_has_native_bf16`), else fp32 (unless
+    `compute_dtype` names one). fp16 AMP is never run over bf16 weights."""
     import torch
 
     cuda = str(device).startswith("cuda")
     bf16_ok = torch.cuda.is_bf16_supported() if cuda else True
     if training.compute_dtype == "auto":
         if not cuda:
-            return torch.float32
+            return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
         return torch.bfloat16 if bf16_ok else torch.float16
     if training.compute_dtype == "bfloat16" and not bf16_ok:
         raise BaseModelError(f"compute_dtype bfloat16 is not supported on {device}; use auto or float16")

@@ -195,7 +195,12 @@ def test_hub_model_resolves_to_its_snapshot_commit(tmp_path, tiny_model_dir, mon
 
 def test_compute_dtype_follows_the_device(monkeypatch):
     auto = TrainingConfig()
-    assert resolve_compute_dtype(auto, "cpu") == torch.float32
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    assert resolve_compute_dtype(auto, "cpu") == torch.float32  # bf16 would be emulated
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert resolve_compute_dtype(auto, "cpu") == torch.bfloat16
+    assert resolve_compute_dtype(TrainingConfig(compute_dtype="float32"), "cpu") == torch.float32
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_compute_dtype(auto, "cuda") == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)

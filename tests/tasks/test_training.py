@@ -66,7 +66,8 @@ def write_samples(folder: Path, *, n_train: int = 24, n_val: int = 8, val_random
 
 def tiny_config(model_dir: Path, **training) -> Config:
     """The cpu profile pointed at a tiny model, with a few fast steps."""
-    fast = {"max_steps": 12, "eval_steps": 4, "logging_steps": 2, "per_device_train_batch_size": 4,
+    fast = {"compute_dtype": "float32",  # the same numbers on every CPU (auto picks bf16 where native)
+            "max_steps": 12, "eval_steps": 4, "logging_steps": 2, "per_device_train_batch_size": 4,
             "per_device_eval_batch_size": 8, "max_length": 128, "learning_rate": 5e-3, "lora_r": 4,
             "lora_alpha": 8, "warmup_ratio": 0.0, "early_stopping_patience": 3, **training}
     return load_config("cpu", overrides={"training.base_model": str(model_dir),
