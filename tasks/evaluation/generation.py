@@ -76,22 +76,18 @@ def greedy_tokens(model: Any, input_ids: Any, attention_mask: Any, max_new_token
     """The greedy continuation of each left-padded row, [rows, max_new_tokens], padded after its
     end-of-sequence token: the tokens `model.generate(do_sample=False)` gives (tests). Unlike
     `generate`, it looks at which rows have finished only every `CHECK_EVERY` steps on a GPU
-    (`generate` waits for the GPU after every token), and rows that have finished leave the batch
-    (their cached keys and values dropped) whenever no more than `PRUNE_AT` of it is still
-    answering: a batch of probes answers in ~30-60 tokens, a few run to the limit."""
+    (`generate` waits for the GPU after every token; so would transformers' test for padding in a
+    2-D mask, so SDPA gets a ready [rows, 1, 1, keys] one), and rows that have finished leave the
+    batch (their cached keys and values dropped) once no more than `PRUNE_AT` of it is answering."""
     import torch
 
     rows, device = input_ids.shape[0], input_ids.device
     out = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    live = torch.arange(rows, device=device)  # the original row of each row still in the batch
-    done = torch.zeros(rows, dtype=torch.bool, device=device)
-    eos = torch.tensor(eos_ids, device=device)
-    mask = attention_mask.long()
+    live, done = torch.arange(rows, device=device), torch.zeros(rows, dtype=torch.bool, device=device)
+    eos, mask = torch.tensor(eos_ids, device=device), attention_mask.long()
     position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    step_input, step_mask, kwargs = input_ids, mask, {"use_cache": True}
-    every = CHECK_EVERY.get(device.type, 8)
-    # SDPA takes a ready [rows, 1, 1, keys] mask as it is; from the 2-D one transformers would build
-    # it, testing first whether any position is padding: a host sync in every step
+    step_input, step_mask, kwargs = input_ids, mask, cast(dict[str, Any], {"use_cache": True})
+    every, last = CHECK_EVERY.get(device.type, 8), max_new_tokens - 1
     ready_mask = getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa"
     for step in range(max_new_tokens):
         result = model(input_ids=step_input, attention_mask=step_mask, position_ids=position, logits_to_keep=1,
@@ -101,19 +97,16 @@ def greedy_tokens(model: Any, input_ids: Any, attention_mask: Any, max_new_token
         token = result.logits[:, -1].argmax(-1).masked_fill(done, pad_id)
         out[live, step] = token
         done |= torch.isin(token, eos)
-        if step == max_new_tokens - 1:
-            break
-        running = int((~done).sum()) if (step + 1) % every == 0 else len(live)  # a host sync
-        if running == 0:
+        running = int((~done).sum()) if (step + 1) % every == 0 or step == last else len(live)  # a host sync
+        if running == 0 or step == last:
             break
         if running <= PRUNE_AT * len(live) and hasattr(kwargs[cache_key], "batch_select_indices"):
             keep = (~done).nonzero().squeeze(1)
             kwargs[cache_key].batch_select_indices(keep)
             live, done, token, mask, position = live[keep], done[keep], token[keep], mask[keep], position[keep]
-        step_input = token[:, None]
+        step_input, position = token[:, None], position[:, -1:] + 1
         mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=-1)
         step_mask = mask.bool()[:, None, None, :] if ready_mask else mask
-        position = position[:, -1:] + 1
     return out
 
 

@@ -134,7 +134,8 @@ def test_gguf_converts_to_a_plain_safetensors_model_with_the_same_logits(tmp_pat
     assert {"model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja"} <= files
     assert not any(name.endswith((".gguf", ".bin", ".pt")) for name in files)
     assert "quantization_config" not in json.loads((ref.path / "config.json").read_text())
-    model, tokenizer = load_base(ref, load_config("cpu").training, for_training=False)
+    fp32 = load_config("cpu", overrides={"training.compute_dtype": "float32"}).training
+    model, tokenizer = load_base(ref, fp32, for_training=False)
     assert getattr(model, "hf_quantizer", None) is None and model.dtype == torch.float32
     assert tokenizer.chat_template == CHATML_TEMPLATE and tokenizer.eos_token == "<|im_end|>"
     assert model.generation_config.eos_token_id == tokenizer.eos_token_id and not model.generation_config.do_sample
@@ -223,7 +224,9 @@ def test_load_base_is_offline_safetensors_and_quantizes_on_request(tmp_path, tin
     training = TrainingConfig(base_model=str(tiny_model_dir), load_in_4bit=load_in_4bit)
     model, tokenizer = load_base(resolve_base_model(training, tmp_path), training, for_training=False)
     assert getattr(model, "is_loaded_in_4bit", False) == load_in_4bit and not model.training
-    assert model.dtype == torch.float32 and tokenizer.pad_token_id is not None and tokenizer.chat_template
+    # auto: bf16 on a CPU that multiplies it natively, else fp32
+    assert model.dtype == resolve_compute_dtype(training, "cpu")
+    assert tokenizer.pad_token_id is not None and tokenizer.chat_template
     if load_in_4bit:
         qc = model.config.quantization_config
         assert (qc.bnb_4bit_quant_type, qc.bnb_4bit_use_double_quant) == ("nf4", True)
@@ -263,7 +266,8 @@ def test_embedded_gguf_converts_to_a_plain_model_with_the_same_logits(tmp_path):
     print(f"conversion {time.perf_counter() - start:.1f}s into {ref.path}")
     config = json.loads((ref.path / "config.json").read_text())
     assert "quantization_config" not in config and list(ref.path.glob("*.gguf")) == []
-    model, tokenizer = load_base(ref, load_config("cpu").training, for_training=False)
+    model, tokenizer = load_base(ref, load_config("cpu", overrides={"training.compute_dtype": "float32"}).training,
+                                 for_training=False)
     assert getattr(model, "hf_quantizer", None) is None and "<|im_start|>" in tokenizer.chat_template
     assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
     reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
