@@ -83,11 +83,10 @@ def genprof(bench: Path, work: Path, shape: str, out: Path | None) -> dict:
     seconds: dict[str, float] = {}
 
     def timed(name: str, conversations: list, batch: int = 64) -> None:
-        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-        sync()
+        _sync()
         start = time.perf_counter()
         generate_answers(model, tokenizer, conversations, n_new, batch)
-        sync()
+        _sync()
         seconds[name] = round(time.perf_counter() - start, 2)
         print(f"{name}: {seconds[name]} s ({seconds[name] / n_new * 1000:.0f} ms per new token)", flush=True)
 
@@ -270,6 +269,28 @@ def attnbench(conversations: int = 32, seed: int = 0, iters: int = 20) -> dict:
     return out
 
 
+def _sync() -> None:
+    """Wait for the GPU (nothing to wait for on a CPU), so that a timer measures finished work."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _scoring_model(bench: Path, work: Path, shape: str) -> tuple[Any, Any, Any]:
+    """(cfg, model, tokenizer): a random-weight `shape` model loaded as the `gpu` profile scores
+    (`load_base` for inference, 4-bit weights dequantised once), in eval mode."""
+    from benchmarks.train_throughput import build_random_model
+    from tasks.config import load_config
+    from tasks.training.base_model import dequantize_for_scoring, load_base, resolve_base_model
+
+    model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
+    cfg = load_config("gpu", {"training.base_model": str(model_dir)})
+    model, tokenizer = load_base(resolve_base_model(cfg.training, work / "home"), cfg.training, for_training=False)
+    dequantize_for_scoring(model)
+    return cfg, model.eval(), tokenizer
+
+
 def genbatch(bench: Path, work: Path, shape: str, copies: int = 3, out: Path | None = None) -> dict:
     """Scoring's greedy probes as the `gpu` profile runs them: every validation question of the
     bench set (`copies` times over, ~the 763-835 probes of a real day) in one batch of up to
@@ -281,28 +302,20 @@ def genbatch(bench: Path, work: Path, shape: str, copies: int = 3, out: Path | N
     goes to `out`."""
     import torch
 
-    from benchmarks.train_throughput import build_random_model
-    from tasks.config import load_config
     from tasks.evaluation.generation import generate_answers
     from tasks.evaluation.score import read_validation
-    from tasks.training.base_model import dequantize_for_scoring, load_base, resolve_base_model
 
-    model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
-    cfg = load_config("gpu", {"training.base_model": str(model_dir)})
+    cfg, model, tokenizer = _scoring_model(bench, work, shape)
     convs = [r["messages"][:-1] for r in read_validation(bench / "samples" / "val.jsonl")] * copies
     n_new, batch = cfg.evaluation.max_new_tokens, cfg.evaluation.generation_batch_size
-    model, tokenizer = load_base(resolve_base_model(cfg.training, work / "home"), cfg.training, for_training=False)
-    dequantize_for_scoring(model)
     seconds: dict[str, float] = {}
     answers: dict[str, list[str]] = {}
 
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-
     def run(name: str, **options: Any) -> None:
-        sync()
+        _sync()
         start = time.perf_counter()
         answers[name] = generate_answers(model, tokenizer, convs, n_new, batch, **options)
-        sync()
+        _sync()
         seconds[name] = round(time.perf_counter() - start, 2)
         print(f"{name}: {seconds[name]} s for {len(convs)} probes", flush=True)
 
@@ -330,29 +343,21 @@ def scoreloss(bench: Path, work: Path, shape: str, copies: int = 3, batch_sizes:
     shape costs); the summed losses must agree. A profiler table of the shipped batch size to `out`."""
     import torch
 
-    from benchmarks.train_throughput import build_random_model
-    from tasks.config import load_config
     from tasks.evaluation.score import _summed_loss, read_validation
-    from tasks.training.base_model import dequantize_for_scoring, load_base, resolve_base_model
     from tasks.samples.chat import tokenize_conversations
 
-    model_dir = build_random_model(shape, bench / "tokenizer", work / "models" / shape)
-    cfg = load_config("gpu", {"training.base_model": str(model_dir)})
-    model, tokenizer = load_base(resolve_base_model(cfg.training, work / "home"), cfg.training, for_training=False)
-    dequantize_for_scoring(model)
-    model.eval()
+    cfg, model, tokenizer = _scoring_model(bench, work, shape)
     records = read_validation(bench / "samples" / "val.jsonl") * copies
     encoded = tokenize_conversations(tokenizer, [r["messages"] for r in records], cfg.training.max_length)
     pad = tokenizer.pad_token_id
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     seconds: dict[str, float] = {}
     totals: dict[int, tuple[float, int]] = {}
     for size in batch_sizes:
         for attempt in ("first", "again"):
-            sync()
+            _sync()
             start = time.perf_counter()
             totals[size] = _summed_loss(model, encoded, size, pad)
-            sync()
+            _sync()
             seconds[f"batch {size}, {attempt}"] = round(time.perf_counter() - start, 2)
             print(f"batch {size}, {attempt}: {seconds[f'batch {size}, {attempt}']} s", flush=True)
     if out:

@@ -130,7 +130,7 @@ def generate_answers(model: Any, tokenizer: Any, conversations: list[list[Messag
             with torch.no_grad(), attention_without_cudnn():
                 if generate_options:
                     out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                         pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
                                          **generate_options)[:, batch["input_ids"].shape[1]:]
                 else:
                     out = greedy_tokens(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,

@@ -25,8 +25,9 @@ Off a GPU, the LM head scores only the positions that have a label (`compact_lm_
 fused head does that on CUDA and XPU but scores every position elsewhere (fixed tile shapes for
 compilers such as Neuron's). On the CPU nothing is compiled, and ~90% of a grounded
 conversation's positions are prompt: projecting them all onto the 49,152-token vocabulary, forward
-and backward, nearly doubled the demo's training step (36.2 -> 19.6 s for 4 conversations of ~575
-tokens on 2 cores, the same loss and gradients bit for bit; docs/PERFORMANCE.md).
+and backward, more than doubled the demo's training pass (30.6 -> 12.2 s in float32 for 4
+conversations of ~575 tokens on 2 cores, the same loss and gradients bit for bit;
+benchmarks/cpu_step.py, docs/PERFORMANCE.md).
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def compact_lm_head(device: Any) -> Iterator[None]:
     if torch.device(device).type in ("cuda", "xpu"):
         yield
         return
+
     def compact(device: Any) -> bool:
         return True
 
