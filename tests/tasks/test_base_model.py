@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import tasks.training.embedded as embedded
+from common.home import CACHE_ENV
 from tasks.config import TrainingConfig, load_config
 from tasks.training.base_model import (BaseModelError, ensure_pad_token, hash_weight_files, load_base,
                                        resolve_base_model, resolve_compute_dtype)
@@ -87,9 +89,11 @@ def write_tiny_gguf(model_dir: Path, path: Path) -> Path:
 
 @pytest.fixture
 def fake_wheel(tmp_path, monkeypatch, tiny_model_dir) -> dict:
-    """The wheel's GGUF replaced by the tiny model written as a GGUF; the real converter, counted."""
+    """The wheel's GGUF replaced by the tiny model written as a GGUF; the real converter, counted;
+    a shared cache of this test's own (`calls["cache"]`)."""
     gguf = write_tiny_gguf(tiny_model_dir, tmp_path / "wheel" / embedded.EMBEDDED_GGUF)
-    calls = {"n": 0, "gguf": gguf}
+    calls = {"n": 0, "gguf": gguf, "cache": tmp_path / "shared-cache"}
+    monkeypatch.setenv(CACHE_ENV, str(calls["cache"]))
     convert = embedded.convert_gguf
 
     def counting(path: Path, out_dir: Path) -> None:
@@ -112,6 +116,36 @@ def test_conversion_cache_is_reused_on_the_second_call(tmp_path, fake_wheel):
     marker = json.loads((first / embedded.CONVERTED_MARKER).read_text())
     assert marker["gguf_sha256"] == embedded.sha256_file(fake_wheel["gguf"])
     assert [p.name for p in first.parent.iterdir() if p.is_dir()] == [first.name]  # no temp dirs left
+
+
+def test_a_new_home_links_the_shared_conversion_instead_of_converting(tmp_path, fake_wheel):
+    first = ensure_embedded_base(tmp_path / "home1")
+    second = ensure_embedded_base(tmp_path / "home2")
+    assert fake_wheel["n"] == 1 and first.name == second.name  # converted once for both homes
+    shared = fake_wheel["cache"] / "base-models" / first.name
+    names = sorted(p.name for p in shared.iterdir())
+    assert names == sorted(p.name for p in second.iterdir()) and embedded.CONVERTED_MARKER in names
+    for name in names:  # hard links: the weights are on disk once
+        assert (second / name).stat().st_ino == (shared / name).stat().st_ino == (first / name).stat().st_ino
+    # a home keeps working without the shared cache: its own links
+    shutil.rmtree(fake_wheel["cache"])
+    assert ensure_embedded_base(tmp_path / "home2") == second and fake_wheel["n"] == 1
+    assert resolve_base_model(TrainingConfig(), tmp_path / "home2").path == second
+
+
+@pytest.mark.parametrize("cache", ["", "file"])
+def test_without_a_usable_shared_cache_the_home_converts_alone(tmp_path, fake_wheel, monkeypatch, cache, caplog):
+    if cache == "file":  # a path that cannot be a folder: warned about, then not used
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_text("x")
+        monkeypatch.setenv(CACHE_ENV, str(blocker))
+    else:  # NIFTYTUNE_CACHE_DIR= (empty): off
+        monkeypatch.setenv(CACHE_ENV, "")
+    with caplog.at_level(logging.WARNING, logger=embedded.__name__):
+        folder = ensure_embedded_base(tmp_path / "home")
+    assert fake_wheel["n"] == 1 and (folder / embedded.CONVERTED_MARKER).is_file()
+    assert not fake_wheel["cache"].exists()
+    assert ("not writable" in caplog.text) == (cache == "file")
 
 
 def test_changed_gguf_is_converted_into_a_new_folder(tmp_path, fake_wheel):
@@ -157,6 +191,7 @@ def test_failed_conversion_leaves_nothing_behind(tmp_path, fake_wheel, monkeypat
     with pytest.raises(RuntimeError, match="disk full"):
         ensure_embedded_base(home)
     assert [p for p in (home / "cache" / "base-models").iterdir() if p.is_dir()] == []
+    assert [p for p in (fake_wheel["cache"] / "base-models").iterdir() if p.is_dir()] == []
 
 
 def test_missing_wheel_says_how_to_install_it(monkeypatch):
