@@ -1,6 +1,7 @@
 """The `niftytune` command: one subcommand per thing a user does.
 
     niftytune fetch --source synthetic --home var/demo     # update the market store
+    niftytune store --home var/demo                        # what the store holds (read-only)
     niftytune samples --home var/demo                      # build train/val chat samples
     niftytune train --profile cpu --home var/demo          # train one adapter (no registry)
     niftytune run --source synthetic --home var/demo       # the whole daily flow, once

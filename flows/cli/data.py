@@ -43,6 +43,19 @@ def fetch(config: ConfigChoice, as_of: AsOf = None, home: Home = None, debug: De
     return 0
 
 
+@register(app, "store", "show what the market store holds (read-only)",
+          "Print each stored ticker's first and last session, number of sessions, latest close and day change, "
+          "from NIFTYTUNE_HOME/market/. Reads only: no fetch, no lock, no Prefect.")
+def store(home: Home = None, debug: Debug = False) -> int:
+    from common.home import stored_home
+    from tasks.config import load_config
+    from tasks.market.summary import format_store
+
+    names = {t.symbol: t.name for t in load_config().market.tickers}
+    print(format_store(stored_home(home), names))
+    return 0
+
+
 @register(app, "samples", "build train/validation chat samples from the store",
           "Build chat samples (system, user, assistant) as of a session from the stored bars, write "
           "samples/<session>/train.jsonl and val.jsonl, and print counts per family, hashes and two "

@@ -19,6 +19,7 @@ from flows.cli import build_app, common, main
 from tasks.market.calendar import resolve_session
 from tasks.config import load_config
 from tasks.market.data import commit_staged, stage_new_bars
+from tasks.market.store import load_bars, stored_symbols
 from tasks.reporting import RunSummary
 from tests.flows.conftest import file_digests, free_port
 from tests.flows.readme_processes import PrefectServer, start_process, stop_process, wait_for
@@ -178,3 +179,29 @@ def test_server_serves_the_api_and_the_ui_on_the_port_given_with_its_database_un
         assert (home / "prefect" / "prefect.db").is_file()
     finally:
         stop_process(proc)
+
+
+def test_store_prints_each_stored_tickers_sessions_and_close_and_writes_nothing(tmp_path, fast_profile, capsys):
+    home = tmp_path / "home"
+    synthetic_store(home, fast_profile)
+    before = file_digests(home), sorted(p.name for p in home.rglob("*"))
+    assert main(["store", "--home", str(home)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("SYNTHETIC") and out[1] == f"Market store {home / 'market'}: " \
+        f"{len(load_config(fast_profile).market.tickers)} tickers"
+    rows = {line.split()[0]: line for line in out[3:]}
+    assert out[2].split()[:3] == ["ticker", "name", "source"] and set(rows) == set(stored_symbols(home))
+    for symbol, line in rows.items():
+        bars = load_bars(home, symbol)
+        change = (bars["close"].iloc[-1] / bars["close"].iloc[-2] - 1) * 100
+        assert f" {bars.index[0].date()} " in line and f" {SESSION} " in line and f" {len(bars)} " in line
+        assert f" {bars['close'].iloc[-1]:,.2f} " in line and f" {change:+.2f}% " in line
+    assert (file_digests(home), sorted(p.name for p in home.rglob("*"))) == before  # read-only
+
+
+def test_store_of_an_empty_or_missing_home_says_so_and_creates_nothing(tmp_path, capsys):
+    assert main(["store", "--home", str(tmp_path)]) == 1
+    assert "no market data in" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+    missing = tmp_path / "nowhere"
+    assert main(["store", "--home", str(missing)]) == 1
+    assert f"no niftytune home at {missing}" in capsys.readouterr().err and not missing.exists()
