@@ -17,7 +17,7 @@ import copy
 import errno
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -81,12 +81,12 @@ def check_home(home: Path) -> None:
 
 @contextmanager
 def writing(home: Path, *, registry: bool = True, prefect: bool = True,
-            check: Callable[[], Any] | None = None) -> Iterator[list[str]]:
+            check: Callable[[], Any] | None = None, warm: Sequence[str] = ()) -> Iterator[list[str]]:
     """For a command that writes `home`: check it is writable, hold its lock for the block,
     clean up what killed writers left (before anything can fail on a full disk), run `check`,
-    and start Prefect's temporary server as a child that dies with this process. Yields what
-    the cleanup removed or recorded."""
-    from flows.processes import start_ephemeral_prefect
+    and start Prefect's temporary server as a child that dies with this process, importing the
+    modules `warm` names meanwhile. Yields what the cleanup removed or recorded."""
+    from flows.processes import importing_meanwhile, start_ephemeral_prefect
     from tasks.housekeeping import tidy_home
     from tasks.runlock import HOLDER_FILE, run_lock, write_holder
 
@@ -100,7 +100,8 @@ def writing(home: Path, *, registry: bool = True, prefect: bool = True,
         if check is not None:
             check()
         if prefect:
-            start_ephemeral_prefect()
+            with importing_meanwhile(warm):
+                start_ephemeral_prefect()
         yield tidied
 
 

@@ -9,14 +9,17 @@ asked to stop (SIGTERM, SIGINT, SIGHUP) passes the signal on to its child and wa
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import importlib
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,29 @@ def start_ephemeral_prefect() -> None:
         raise PrefectStartError(f"Prefect's temporary API server did not answer within {EPHEMERAL_STARTUP_SECONDS} s "
                                 f"(PREFECT_HOME={os.environ.get('PREFECT_HOME', '~/.prefect')}; a busy machine "
                                 f"starts it slowly): {str(exc).splitlines()[0]}") from exc
+
+
+def _import_quietly(modules: Sequence[str]) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - the real import, later, reports it
+            log.debug("warm-up import of %s failed: %s", name, exc)
+            return
+
+
+@contextlib.contextmanager
+def importing_meanwhile(modules: Sequence[str]) -> Iterator[None]:
+    """Import `modules` in a thread during the block, and wait for it at the end. Prefect's
+    temporary server takes seconds to start (a new home's database: ~15 s on 2 cores), most of it
+    in its own process while this one sleeps: time a run's later imports (torch, transformers,
+    trl: ~5 s) can use."""
+    thread = threading.Thread(target=_import_quietly, args=(tuple(modules),), name="niftytune-imports", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def run_foreground(command: Sequence[str], env: dict[str, str] | None = None) -> int:

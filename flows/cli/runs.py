@@ -12,6 +12,10 @@ from flows.cli.common import AsOf, ConfigChoice, Debug, Home, date_option, regis
 
 app = typer.Typer()
 Force = Annotated[bool, typer.Option("--force", help="rerun a session that already has a decision")]
+TRAINING_IMPORTS = ("peft", "datasets", "tasks.training.lean_trainer", "transformers.models.llama.modeling_llama",
+                    "tasks.evaluation.score")
+"""What a run's training and scoring import (torch, transformers, trl, peft: ~5 s on 2 cores),
+imported while Prefect's temporary server starts (flows.processes.importing_meanwhile)."""
 
 
 def _start(config: ConfigChoice, home: str | None, debug: bool, **days: date | None):
@@ -45,7 +49,7 @@ def run(config: ConfigChoice, as_of: AsOf = None, force: Force = False,
     params = RetrainParameters(home=str(path), as_of=as_of, force=force, dry_run=dry_run,
                                **config.flow_parameters())
     # a corrupt champion stops the run before Prefect starts, not after training
-    with writing(path, registry=not dry_run, check=lambda: resolve_champion(path)):
+    with writing(path, registry=not dry_run, check=lambda: resolve_champion(path), warm=TRAINING_IMPORTS):
         summary = daily_retrain(params)
     print(format_run_summary(summary))
     return 0
@@ -71,7 +75,7 @@ def backfill(config: ConfigChoice,
     from tasks.reporting import format_backfill_table
 
     template = RetrainParameters(home=str(path), force=force, **config.flow_parameters())
-    with writing(path, check=lambda: resolve_champion(path)):  # a corrupt champion stops it first
+    with writing(path, check=lambda: resolve_champion(path), warm=TRAINING_IMPORTS):  # a corrupt champion stops it first
         rows = backfill_flow(from_date, to_date, template)
     print(format_backfill_table(rows))
     return 0
