@@ -9,6 +9,9 @@ The resolved config is logged at the start of a run and saved in every manifest.
 """
 from __future__ import annotations
 
+import glob
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +59,16 @@ class Config(_Section):
         raise KeyError(f"ticker {symbol!r} is not in the configured universe")
 
 
+def _no_cuda_device() -> bool:
+    """True where CUDA surely is not: Linux without an NVIDIA (or WSL2 GPU) device node. Saves a
+    command that needs no torch the ~3 s of importing it to ask."""
+    return sys.platform.startswith("linux") and not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/dxg"))
+
+
 def default_profile() -> str:
     """`gpu` where CUDA is available, else `cpu`."""
+    if _no_cuda_device():
+        return "cpu"
     try:
         import torch
         return "gpu" if torch.cuda.is_available() else "cpu"

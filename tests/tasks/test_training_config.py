@@ -1,6 +1,8 @@
 """The three profiles and the small builders that turn them into bitsandbytes, peft and trl configs."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 import yaml
@@ -107,3 +109,26 @@ def test_a_ticker_alias_in_the_config_is_kept():
     cfg = Config.model_validate({"market": {"tickers": [
         {"symbol": "TCS.NS", "name": "TCS", "kind": "stock", "aliases": ["Tata Consultancy"]}]}})
     assert cfg.market.tickers[0].aliases == ["Tata Consultancy"]
+
+
+def test_default_profile_is_cpu_without_importing_torch_where_no_cuda_device_exists(monkeypatch):
+    import tasks.config as config_module
+
+    monkeypatch.setattr(config_module.sys, "platform", "linux")
+    monkeypatch.setattr(config_module.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(config_module.os.path, "exists", lambda path: False)
+    monkeypatch.setitem(sys.modules, "torch", None)  # importing torch now raises ImportError
+    assert config_module._no_cuda_device() and config_module.default_profile() == "cpu"
+
+
+@pytest.mark.parametrize("available", [True, False])
+def test_default_profile_asks_torch_where_a_cuda_device_may_exist(monkeypatch, available):
+    import types
+
+    import tasks.config as config_module
+
+    monkeypatch.setattr(config_module.glob, "glob", lambda pattern: ["/dev/nvidia0"])
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=lambda: available))
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    assert not config_module._no_cuda_device()
+    assert config_module.default_profile() == ("gpu" if available else "cpu")
