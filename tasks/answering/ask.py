@@ -13,6 +13,8 @@ for "yesterday" or "last Friday".
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -131,7 +133,10 @@ def ask(home: str | Path, question: str, version: str | None = None, *, closed_b
         model, tokenizer = load_base_model(home, cfg)
     else:
         model, tokenizer, info = loaded or load_promoted(home, info.version)
-    from tasks.evaluation.generation import generate_answers
+    from tasks.evaluation.generation import generate_answers, merged_adapter
 
-    text = generate_answers(model, tokenizer, [messages], max_new_tokens or DEFAULT_MAX_NEW_TOKENS)[0]
+    # A one-off answer folds the adapter into the weights, as scoring's probes do (one matmul a
+    # layer instead of three); a model kept `loaded` for many questions is left as it is.
+    with contextlib.nullcontext() if loaded else merged_adapter(model):
+        text = generate_answers(model, tokenizer, [messages], max_new_tokens or DEFAULT_MAX_NEW_TOKENS)[0]
     return Answer(text, name, grounding)
