@@ -6,6 +6,7 @@ import re
 from datetime import date
 
 import pytest
+import torch
 
 import adapters_registry
 import tasks.answering.loading
@@ -179,3 +180,23 @@ def test_ask_json_is_machine_readable_and_names_the_version_and_refusal(answerin
     answer = json.loads(capsys.readouterr().out)
     assert answer["version"] == Registry(answering_home).champion().version
     assert answer["refused"] is True and answer["closed_book"] is False and answer["text"]
+
+
+def test_a_one_off_answer_runs_on_the_merged_adapter_and_leaves_the_weights_as_they_were(home, monkeypatch):
+    from peft.tuners.lora import LoraLayer
+
+    seen: dict = {}
+
+    def fake_generate(model, tokenizer, conversations, max_new_tokens, *args, **kwargs):
+        layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+        seen["merged"] = bool(layers) and all(m.merged for m in layers)
+        seen["model"] = model
+        seen["before"] = [m.get_base_layer().weight.detach().clone() for m in layers]
+        return ["an answer"]
+
+    monkeypatch.setattr(tasks.evaluation.generation, "generate_answers", fake_generate)
+    ask(home, "What did TCS close at?", today=SESSION, max_new_tokens=8)
+    layers = [m for m in seen["model"].modules() if isinstance(m, LoraLayer)]
+    assert seen["merged"] and not any(m.merged for m in layers)
+    # the merged weights differed from the base's, and the base's are back
+    assert any(not torch.equal(w, m.get_base_layer().weight) for w, m in zip(seen["before"], layers))
